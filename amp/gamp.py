@@ -1,0 +1,199 @@
+"""GAMP for the sequence multi-index model (GLM when L = k = 1), Bayes-optimal or ERM.
+
+Iteration t (DESIGN.md section 3), with x_mu in R^{L x d}:
+    V       = Chat^t                                               (k, k)
+    Omega_mu = x_mu What^t / sqrt(d) - g^{t-1}_mu V                 (n, L, k)
+    g, dg   = g_out(y, Omega, V)                                   (n, L, k), (n, L, k, L, k)
+    A       = -(1/d) sum_mu sum_l dg_mu[l, :, l, :]                (k, k)
+    B       = (1/sqrt(d)) sum_mu x_mu^T g_mu + What^t A            (d, k)
+    What^{t+1}, Chat^{t+1} = f_in(B, A)  (Chat averaged over coordinates), damped by eta.
+Steps 2 to 5 are one streaming pass over X, row block by row block.
+"""
+import math
+import warnings
+
+import array_api_compat as aac
+import numpy as np
+
+from amp.backend import RNG, namespace, to_numpy
+from amp.results import IterationResult
+from amp.validation import check_compatible, check_count, check_finite_array, check_unit_interval
+
+#: target bytes of X per row block: small enough that the block is still in cache for X^T g
+BLOCK_BYTES = 1 << 20
+#: a residual beyond this many prior scales means the iteration has blown up
+DIVERGENCE_FACTOR = 1e6
+
+
+class DivergenceWarning(RuntimeWarning):
+    """An iteration produced NaN/Inf or an exploding residual and was stopped."""
+
+
+def initial_state(prior, d, init_overlap, truth, xp, dtype, device, seed):
+    """What^0 (d, k) and Chat^0 (k, k) at normalised overlap eps = init_overlap.
+
+    With mu = E[w], Sigma = Cov(w) = L L^T and xi ~ N(0, I_k) per row:
+        What^0 = mu + eps (W* - mu) + sqrt(eps (1 - eps)) xi L^T,   Chat^0 = (1 - eps) Sigma,
+    so that m^0 = q^0 = mu mu^T + eps Sigma (the Nishimori initialisation the state
+    evolution starts from). Without a truth, What^0 = mu + sqrt(eps) xi L^T.
+    """
+    mu = prior.mean()
+    cov = prior.second_moment() - np.outer(mu, mu)
+    chol = np.linalg.cholesky(cov + 1e-300 * np.eye(len(mu)))
+    const = lambda a: xp.asarray(a, dtype=dtype, device=device)  # noqa: E731
+    xi = RNG(seed, xp, device).normal((d, prior.k), dtype=dtype) @ const(chol.T)
+    if truth is None:
+        W0 = const(mu) + math.sqrt(init_overlap) * xi
+    else:
+        W0 = const(mu) + init_overlap * (truth - const(mu)) + math.sqrt(init_overlap * (1 - init_overlap)) * xi
+    return W0, const((1.0 - init_overlap) * cov)
+
+
+def _block_rows(n, L, d, itemsize, block_rows):
+    if block_rows is not None:
+        return check_count("block_rows", block_rows, minimum=1)
+    return max(1, min(n, BLOCK_BYTES // max(1, L * d * itemsize)))
+
+
+def output_sweep(X, y, What, g_prev, V, channel, block_rows):
+    """One streaming pass over X: g^t (n, L, k), sum of diagonal dg blocks (k, k), X^T g (d, k).
+
+    X : (n, L, d) view; each row block is read for Omega = x What / sqrt(d) - g_prev V and,
+    while still in cache, for its share of X^T g.
+    """
+    xp = namespace(X)
+    n, L, d = X.shape
+    k = What.shape[1]
+    sqrt_d = math.sqrt(d)
+    g_all = xp.empty((n, L, k), dtype=X.dtype, device=aac.device(X))
+    dg_sum = xp.zeros((k, k), dtype=X.dtype, device=aac.device(X))
+    XtG = xp.zeros((d, k), dtype=X.dtype, device=aac.device(X))
+    for r0 in range(0, n, block_rows):
+        r1 = min(n, r0 + block_rows)
+        Xb = xp.reshape(X[r0:r1], ((r1 - r0) * L, d))
+        Omega = xp.reshape(Xb @ What, (r1 - r0, L, k)) / sqrt_d - g_prev[r0:r1] @ V
+        g, dg = channel.g_out(y[r0:r1], Omega, V)
+        for l in range(L):
+            dg_sum = dg_sum + xp.sum(dg[:, l, :, l, :], axis=0)
+        XtG = XtG + Xb.T @ xp.reshape(g, ((r1 - r0) * L, k))
+        g_all[r0:r1] = g
+    return g_all, dg_sum, XtG
+
+
+def _check_inputs(X, y, prior, channel, truth, max_iter, tol, damping, init_overlap):
+    if X.ndim not in (2, 3):
+        raise ValueError(f"X must have shape (n, d) or (n, L, d), got shape {tuple(X.shape)}")
+    check_finite_array("X", X)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} samples but X has {X.shape[0]} (first axes must agree)")
+    channel.check_labels(y)
+    tokens = 1 if X.ndim == 2 else X.shape[1]
+    check_compatible(prior, channel, tokens)
+    if truth is not None:
+        if tuple(truth.shape) != (X.shape[-1], prior.k):
+            raise ValueError(f"truth must have shape (d, k) = {(X.shape[-1], prior.k)}, got {tuple(truth.shape)}")
+        check_finite_array("truth", truth)
+    check_count("max_iter", max_iter)
+    if not float(tol) >= 0.0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    check_unit_interval("damping", damping, open_left=True)
+    check_unit_interval("init_overlap", init_overlap)
+
+
+def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, init_overlap=0.01,
+         callback=None, seed=None, block_rows=None):
+    """Run GAMP on data (X, y) with an input denoiser `prior` and an output denoiser `channel`.
+
+    X : (n, d) or (n, L, d) array (NumPy, CuPy, PyTorch, ...); y : (n, ...) labels in the same namespace.
+    truth : optional (d, k) teacher W*, for the recorded m, q and mse.
+    damping : eta in (0, 1]: What <- (1 - eta) What + eta f_in(B, A), same for Chat.
+    init_overlap : normalised initial overlap eps in [0, 1] (see `initial_state`), the same
+    convention as `state_evolution.gamp`.
+    callback : called as callback(t, W, C) after iteration t; returning True stops the run.
+    seed : seed of the random initialisation. block_rows : samples per row block of the pass.
+    Returns an IterationResult with W (d, k), C (k, k) and history lists `mse`, `m`, `q`
+    (with a truth) and `residual` = ||What^t - What^{t-1}||_F / sqrt(d k) (inf at entry 0).
+    """
+    _check_inputs(X, y, prior, channel, truth, max_iter, tol, damping, init_overlap)
+    xp = namespace(X, y)
+    X3 = X if X.ndim == 3 else X[:, None, :]
+    n, L, d = X3.shape
+    k, dtype, device = prior.k, X.dtype, aac.device(X)
+    if truth is not None:
+        truth = xp.astype(truth, dtype)
+    rows = _block_rows(n, L, d, X.dtype.itemsize, block_rows)
+    rho = prior.second_moment()
+    blowup = DIVERGENCE_FACTOR * (1.0 + math.sqrt(np.trace(rho) / k))
+
+    W, C = initial_state(prior, d, init_overlap, truth, xp, dtype, device, seed)
+    g_prev = xp.zeros((n, L, k), dtype=dtype, device=device)
+    history = {key: [] for key in (("mse", "m", "q") if truth is not None else ()) + ("residual",)}
+    _record(history, _stats(W, W, C, truth), k, initial=True)
+    result = IterationResult(W=W, C=C, history=history)
+    for t in range(max_iter):
+        g, dg_sum, XtG = output_sweep(X3, y, W, g_prev, C, channel, rows)
+        A = -dg_sum / d
+        B = XtG / math.sqrt(d) + W @ A
+        W_new, C_new = prior.f_in(B, A)
+        W_new = (1.0 - damping) * W + damping * W_new
+        C_new = (1.0 - damping) * C + damping * xp.mean(C_new, axis=0)
+        stats = _stats(W_new, W, C_new, truth)
+        bad = _divergence(stats, blowup)
+        if bad:
+            result.diverged = True
+            result.message = f"diverged at iteration {t + 1}: {bad}; returning the last finite iterate"
+            warnings.warn(result.message, DivergenceWarning, stacklevel=2)
+            break
+        W, C, g_prev = W_new, C_new, g
+        residual = _record(history, stats, k)
+        result.W, result.C, result.n_iter = W, C, t + 1
+        if callback is not None and callback(t + 1, W, C):
+            result.message = f"stopped by callback at iteration {t + 1}"
+            break
+        if residual < tol:
+            result.converged = True
+            result.message = f"converged at iteration {t + 1} (residual {residual:.3g} < tol {tol:g})"
+            break
+    else:
+        result.message = f"reached max_iter = {max_iter} (residual {history['residual'][-1]:.3g})"
+    return result
+
+
+def _stats(W_new, W, C_new, truth):
+    """[residual, finite(W_new, C_new), min diag C_new, m (k*k), q (k*k), mse] as one host array.
+
+    Everything is reduced on the device and moved in one small transfer per iteration.
+    """
+    xp = namespace(W_new)
+    d, k = W_new.shape
+    parts = [xp.reshape(xp.linalg.vector_norm(W_new - W) / math.sqrt(d * k), (1,)),
+             xp.reshape(xp.astype(xp.all(xp.isfinite(W_new)) & xp.all(xp.isfinite(C_new)), W_new.dtype), (1,)),
+             xp.reshape(xp.min(xp.linalg.diagonal(C_new)), (1,))]
+    if truth is not None:
+        parts += [xp.reshape(W_new.T @ truth / d, (-1,)), xp.reshape(W_new.T @ W_new / d, (-1,)),
+                  xp.reshape(xp.sum((W_new - truth) ** 2) / (d * k), (1,))]
+    return to_numpy(xp.concat(parts)).astype(float)
+
+
+def _divergence(stats, blowup):
+    """Why the new iterate is unusable, or '' when it is fine."""
+    residual, finite, min_var = stats[:3]
+    if not (finite == 1.0 and math.isfinite(residual) and math.isfinite(min_var)):
+        return "NaN or Inf in the estimate"
+    if residual > blowup:
+        return f"residual {residual:.3g} exploded"
+    if min_var <= 0.0:
+        return "non-positive posterior variance"
+    return ""
+
+
+def _record(history, stats, k, initial=False):
+    """Append one iteration's `_stats` to `history`; returns the residual."""
+    residual = math.inf if initial else float(stats[0])
+    history["residual"].append(residual)
+    if "mse" in history:
+        m, q = stats[3:3 + k * k].reshape(k, k), stats[3 + k * k:3 + 2 * k * k].reshape(k, k)
+        history["m"].append(float(m[0, 0]) if k == 1 else m)
+        history["q"].append(float(q[0, 0]) if k == 1 else q)
+        history["mse"].append(float(stats[-1]))
+    return residual

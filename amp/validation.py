@@ -1,0 +1,45 @@
+"""Checks at the public boundary: each failure is a ValueError that names the argument."""
+import math
+
+from amp.backend import namespace
+
+
+def check_finite_array(name, a):
+    """`a` is a floating array without NaN or Inf."""
+    xp = namespace(a)
+    if not xp.isdtype(a.dtype, "real floating"):
+        raise ValueError(f"{name} must be a real floating-point array, got dtype {a.dtype}")
+    if not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+def check_positive(name, value):
+    """`value` is a finite number > 0."""
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_unit_interval(name, value, open_left=False):
+    """`value` lies in [0, 1] (or (0, 1] when open_left)."""
+    value = float(value)
+    ok = (0.0 < value <= 1.0) if open_left else (0.0 <= value <= 1.0)
+    if not ok:
+        raise ValueError(f"{name} must lie in {'(0' if open_left else '[0'}, 1], got {value}")
+    return value
+
+
+def check_count(name, value, minimum=0):
+    """`value` is an integer >= minimum."""
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_compatible(prior, channel, tokens):
+    """The prior's k, the channel's k and its number of tokens agree with the data."""
+    if prior.k != channel.k:
+        raise ValueError(f"prior has k = {prior.k} but channel has k = {channel.k}")
+    if channel.tokens != tokens:
+        raise ValueError(f"channel expects {channel.tokens} token(s) per sample, the data have {tokens}")

@@ -1,0 +1,6 @@
+"""State evolution: per-iteration predictions of AMP-type iterations, computed with the very
+denoiser objects the iterations use."""
+from state_evolution.gamp import gamp
+from state_evolution.integrate import Nodes, input_expectation, output_expectation
+
+__all__ = ["gamp", "Nodes", "input_expectation", "output_expectation"]
