@@ -1,0 +1,41 @@
+"""Shared fixtures: the array namespaces every backend-generic test runs on.
+
+NumPy and PyTorch (CPU) always; CuPy when it and a CUDA device are present (marked gpu).
+PyTorch fails loudly when NumPy is called on its tensors, which is what proves genericity.
+"""
+import importlib.util
+
+import pytest
+
+from amp.backend import backend_namespace
+
+
+def _cupy_usable():
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+BACKENDS = [
+    "numpy",
+    pytest.param("torch", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                                    reason="torch not installed")),
+    pytest.param("cupy", marks=[pytest.mark.gpu,
+                                pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and a GPU")]),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Name of a backend: 'numpy', 'torch' or 'cupy'."""
+    return request.param
+
+
+@pytest.fixture
+def xp(backend):
+    """The array-API namespace of `backend`."""
+    return backend_namespace(backend)
