@@ -55,15 +55,15 @@ class InputDenoiser:
         """E[w], a (k,) NumPy array."""
         raise NotImplementedError
 
-    def quadrature(self, n_nodes):
-        """Nodes (m, k) and weights (m,) with sum_j weights_j h(nodes_j) ≈ E_{P_in}[h(w)].
+    def components(self):
+        """P_in as a mixture of Gaussians: weights (J,), means (J, k), covs (J, k, k) (zero = atom).
 
-        Used by the state evolution; this default is Monte Carlo from `sample`.
-        Closed-form priors override it with an exact rule.
+        Used by the state evolution. This default is 4096 Monte Carlo atoms drawn by `sample`;
+        closed-form priors return their exact components.
         """
-        m = max(int(n_nodes) ** 2, 4096)
+        m = 4096
         nodes = np.asarray(self.sample(m, RNG(seed=12345)), dtype=float)
-        return nodes, np.full(m, 1.0 / m)
+        return np.full(m, 1.0 / m), nodes, np.zeros((m, self.k, self.k))
 
 
 class OutputDenoiser:

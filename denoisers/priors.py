@@ -16,7 +16,6 @@ import numpy as np
 
 from amp.backend import logsumexp, namespace, softmax
 from denoisers.base import InputDenoiser, check_variance
-from denoisers.quadrature import gauss_hermite
 
 
 class GaussMixture(InputDenoiser):
@@ -90,18 +89,9 @@ class GaussMixture(InputDenoiser):
     def mean(self):
         return np.array([np.sum(self.weights * self.means)])
 
-    def quadrature(self, n_nodes):
-        """Exact rule: a point per point mass, n_nodes Gauss-Hermite nodes per Gaussian."""
-        x, h = gauss_hermite(n_nodes)
-        nodes, weights = [], []
-        for pi, mu, s in zip(self.weights, self.means, self.vars):
-            if s == 0.0:
-                nodes.append([mu])
-                weights.append([pi])
-            else:
-                nodes.append(mu + math.sqrt(s) * x)
-                weights.append(pi * h)
-        return np.concatenate(nodes)[:, None], np.concatenate(weights)
+    def components(self):
+        """The prior itself as Gaussian components: weights (J,), means (J, 1), covs (J, 1, 1)."""
+        return self.weights, self.means[:, None], self.vars[:, None, None]
 
 
 class Gaussian(GaussMixture):

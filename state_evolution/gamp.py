@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from amp.results import IterationResult
-from amp.validation import check_count, check_positive, check_unit_interval
+from amp.validation import check_compatible, check_count, check_positive, check_unit_interval
 from state_evolution.integrate import Nodes, input_expectation, output_expectation
 
 #: V = rho - q is kept above this fraction of rho (the MSE floor of the SE)
@@ -23,7 +23,7 @@ def q_hat_bayes(channel, alpha, q, rho, nodes=Nodes()):
     """alpha E[g_out^2] on the Nishimori line at overlap q (scalar)."""
     V = rho - q
     g2 = output_expectation(channel, lambda y, Omega: channel.g_out(y, Omega, np.array([[V]]))[0][:, 0, 0] ** 2,
-                            math.sqrt(q), math.sqrt(q), math.sqrt(V), nodes)
+                            math.sqrt(q), math.sqrt(q), math.sqrt(V), V, nodes)
     return alpha * float(g2)
 
 
@@ -40,11 +40,16 @@ def gamp(prior, channel, alpha, max_iter=100, tol=1e-8, damping=1.0, init_overla
     Stops when the residual falls below tol.
     """
     alpha = check_positive("alpha", alpha)
-    check_count("max_iter", max_iter)
+    max_iter = check_count("max_iter", max_iter)
+    tol = float(tol)
+    if not tol >= 0.0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
     damping = check_unit_interval("damping", damping, open_left=True)
     init_overlap = check_unit_interval("init_overlap", init_overlap)
-    if prior.k != 1 or channel.k != 1 or channel.tokens != 1:
-        raise ValueError("state_evolution.gamp handles k = L = 1 denoisers")
+    check_compatible(prior, channel, channel.tokens)
+    if prior.k != 1 or channel.tokens != 1:
+        raise ValueError(f"state_evolution.gamp handles k = L = 1 denoisers, got prior and channel with "
+                         f"k = {prior.k} and channel.tokens = {channel.tokens}")
     rho = float(prior.second_moment()[0, 0])
     mu2 = float(prior.mean()[0]) ** 2
     q_max = rho - MIN_VARIANCE_FRACTION * rho
