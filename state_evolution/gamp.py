@@ -4,8 +4,10 @@ With rho = E[w^2] and V^t = rho - q^t:
     q_hat^t = alpha E[g_out(y, omega, V^t)^2],  omega = sqrt(q^t) xi,  z = omega + sqrt(V^t) zeta,  y ~ P_out(.|z)
     q^{t+1} = E[f_in(B, q_hat^t)^2],             B = q_hat^t w* + sqrt(q_hat^t) xi,  w* ~ P_in
     MSE^{t+1} = rho - q^{t+1}.
-Entry t of the history pairs with entry t of an `amp.gamp` run under the same damping and
-init_overlap: q^0 = mu^2 + eps (rho - mu^2), and q <- (1 - eta) q + eta q^{t+1}.
+Entry t of the history pairs with entry t of an `amp.gamp` run under the same init_overlap:
+q^0 = mu^2 + eps (rho - mu^2). Damping eta < 1 gives q <- (1 - eta) q + eta q^{t+1}: the same
+fixed points as damped AMP, but not its trajectory (damped AMP has a memory that a scalar
+recursion does not track), so compare damped runs at convergence only.
 """
 import math
 

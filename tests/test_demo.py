@@ -1,0 +1,16 @@
+"""The README's main demo runs end to end and writes its PNG."""
+import importlib.util
+import pathlib
+
+DEMO = pathlib.Path(__file__).parents[1] / "demos" / "glm_demo.py"
+
+
+def test_glm_demo_prints_table_and_writes_png(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("glm_demo", DEMO)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    out = tmp_path / "demo.png"
+    demo.main(["--d", "300", "--seeds", "2", "--iterations", "4", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "SE mse" in text and len([line for line in text.splitlines() if line.strip()[:1].isdigit()]) == 5
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
