@@ -52,8 +52,14 @@ def log_ndtr(x):
 
 
 def ndtr(x):
-    """Phi(x), the standard normal CDF."""
-    return _special_module(namespace(x)).ndtr(x)
+    """Phi(x), the standard normal CDF, accurate in relative terms in the lower tail."""
+    xp = namespace(x)
+    if aac.is_torch_namespace(xp):
+        # torch.special.ndtr is (1 + erf(x / sqrt 2)) / 2, which cancels to 0 below x ~ -8;
+        # erfc keeps the lower tail's relative accuracy.
+        import torch
+        return 0.5 * torch.special.erfc(x * (-1.0 / math.sqrt(2.0)))
+    return _special_module(xp).ndtr(x)
 
 
 def log_npdf(x):

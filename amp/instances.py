@@ -31,12 +31,17 @@ class Instance:
 
 
 def _resolve_dtype(xp, dtype):
-    if isinstance(dtype, str):
-        return getattr(xp, dtype)
-    try:
-        return getattr(xp, np.dtype(dtype).name)
-    except TypeError:
-        return dtype
+    """The backend's float32 or float64 for a NumPy-style dtype, a string or a backend dtype."""
+    for name in ("float32", "float64"):
+        candidate = getattr(xp, name)
+        if dtype is candidate or dtype == name:
+            return candidate
+        try:
+            if np.dtype(dtype) == np.dtype(name):
+                return candidate
+        except TypeError:
+            pass
+    raise ValueError(f"dtype must be float32 or float64 (NumPy-style, a string or the backend's own), got {dtype!r}")
 
 
 def teacher_student(d, alpha, prior, channel, seed=None, tokens=1, dtype=np.float64, backend="numpy"):
@@ -51,8 +56,6 @@ def teacher_student(d, alpha, prior, channel, seed=None, tokens=1, dtype=np.floa
     check_compatible(prior, channel, tokens)
     xp = backend_namespace(backend)
     dtype = _resolve_dtype(xp, dtype)
-    if not xp.isdtype(dtype, "real floating"):
-        raise ValueError(f"dtype must be a real floating type, got {dtype}")
     n = max(1, round(alpha * d))
     rng = RNG(seed, xp)
     W = xp.astype(xp.asarray(prior.sample(d, rng)), dtype)

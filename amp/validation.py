@@ -13,9 +13,16 @@ def check_finite_array(name, a):
         raise ValueError(f"{name} contains NaN or Inf")
 
 
+def _as_float(name, value):
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a number, got {value!r}") from err
+
+
 def check_positive(name, value):
     """`value` is a finite number > 0."""
-    value = float(value)
+    value = _as_float(name, value)
     if not (math.isfinite(value) and value > 0.0):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
@@ -23,7 +30,7 @@ def check_positive(name, value):
 
 def check_unit_interval(name, value, open_left=False):
     """`value` lies in [0, 1] (or (0, 1] when open_left)."""
-    value = float(value)
+    value = _as_float(name, value)
     ok = (0.0 < value <= 1.0) if open_left else (0.0 <= value <= 1.0)
     if not ok:
         raise ValueError(f"{name} must lie in {'(0' if open_left else '[0'}, 1], got {value}")
@@ -31,8 +38,12 @@ def check_unit_interval(name, value, open_left=False):
 
 
 def check_count(name, value, minimum=0):
-    """`value` is an integer >= minimum."""
-    if isinstance(value, bool) or int(value) != value or value < minimum:
+    """`value` is an integer >= minimum (an integral float such as 1e3 is accepted)."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
+    except (TypeError, ValueError, OverflowError):  # None, NaN, Inf, strings, arrays
+        ok = False
+    if not ok:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 

@@ -7,6 +7,7 @@ in log domain (log_ndtr, logsumexp), finite for |omega| / sqrt(V) far in the tai
 """
 import math
 
+import array_api_compat as aac
 import numpy as np
 
 from amp.backend import LOG_SQRT_2PI, namespace, ndtr
@@ -15,6 +16,14 @@ from denoisers.quadrature import gauss_hermite
 from denoisers.truncated import truncated_mixture
 
 INF = math.inf
+
+
+def _where(cond, a, b, like):
+    """xp.where(cond, a, b) for Python scalars a, b, in the dtype and device of `like`
+    (np.where and torch.where would give the default float dtype instead)."""
+    xp = namespace(like)
+    const = lambda v: xp.asarray(v, dtype=like.dtype, device=aac.device(like))  # noqa: E731
+    return xp.where(cond, const(a), const(b))
 
 
 class ScalarChannel(OutputDenoiser):
@@ -111,8 +120,7 @@ class Sign(ScalarChannel):
         return f"Sign(noise_var={self.noise_var})"
 
     def _f(self, z):
-        xp = namespace(z)
-        return xp.where(z >= 0.0, 1.0, -1.0)
+        return _where(z >= 0.0, 1.0, -1.0, z)
 
     def sample(self, Z, rng):
         z = Z[:, 0, 0]
@@ -132,11 +140,10 @@ class Sign(ScalarChannel):
         _check_sign_labels(y, "Sign")
 
     def _posterior(self, y, omega, V):
-        xp = namespace(omega)
         s = V + self.noise_var
         positive = y > 0.0
-        lo = xp.where(positive, 0.0, -INF)
-        hi = xp.where(positive, INF, 0.0)
+        lo = _where(positive, 0.0, -INF, omega)
+        hi = _where(positive, INF, 0.0, omega)
         return truncated_mixture(omega, s, [(0.0, omega, s, lo, hi)])
 
 
@@ -242,17 +249,15 @@ class Door(ScalarChannel):
         return f"Door(width={self.width})"
 
     def _f(self, z):
-        xp = namespace(z)
-        return xp.where(xp.abs(z) > self.width, 1.0, -1.0)
+        return _where(namespace(z).abs(z) > self.width, 1.0, -1.0, z)
 
     def check_labels(self, y):
         _check_sign_labels(y, "Door")
 
     def _posterior(self, y, omega, V):
-        xp = namespace(omega)
         K = self.width
         outside = y > 0.0
         return truncated_mixture(omega, V, [
-            (0.0, omega, V, xp.where(outside, K, -K), xp.where(outside, INF, K)),
-            (xp.where(outside, 0.0, -INF), omega, V, -INF, -K),
+            (0.0, omega, V, _where(outside, K, -K, omega), _where(outside, INF, K, omega)),
+            (_where(outside, 0.0, -INF, omega), omega, V, -INF, -K),
         ])
