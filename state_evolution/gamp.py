@@ -31,7 +31,8 @@ def q_hat_bayes(channel, alpha, q, rho, nodes=Nodes()):
 
 def q_bayes(prior, q_hat, nodes=Nodes()):
     """E[f_in(B, q_hat)^2] on the Nishimori line, B = q_hat w* + sqrt(q_hat) xi (scalar)."""
-    return float(input_expectation(prior, lambda What, Chat, w: What[:, 0] ** 2, q_hat, q_hat, q_hat, nodes))
+    A = np.array([[q_hat]])
+    return float(input_expectation(prior, lambda B, w: prior.f_in(B, A)[0][:, 0] ** 2, q_hat, q_hat, nodes))
 
 
 def gamp(prior, channel, alpha, max_iter=100, tol=1e-8, damping=1.0, init_overlap=0.01, nodes=Nodes()):

@@ -111,11 +111,11 @@ def output_expectation(channel, fn, omega_std, z_coef, z_std, V, nodes=Nodes()):
     return _reduce(values, (wy * weight).reshape(-1))
 
 
-def input_expectation(prior, fn, m_hat, q_hat, A, nodes=Nodes()):
-    """E[fn(What, Chat, w*)] with (What, Chat) = f_in(B, A), B = m_hat w* + sqrt(q_hat) xi, w* ~ P_in.
+def input_expectation(prior, fn, m_hat, q_hat, nodes=Nodes()):
+    """E[fn(B, w*)] for B = m_hat w* + sqrt(q_hat) xi, w* ~ P_in (the prior's `components`).
 
-    fn receives What (N, 1), Chat (N, 1, 1) and w* (N, 1); the result is reduced as in
-    `output_expectation`.
+    fn receives B (N, 1) and w* (N, 1) and typically evaluates the denoiser, e.g.
+    `prior.f_in(B, A)`; the result is reduced as in `output_expectation`.
     """
     weights, means, covs = prior.components()
     gh_x, gh_h = gauss_hermite(nodes.posterior)
@@ -137,9 +137,7 @@ def input_expectation(prior, fn, m_hat, q_hat, A, nodes=Nodes()):
         B_all.append(np.repeat(B, gh_x.size))
         w_all.append((post_mean[:, None] + post_std * gh_x[None, :]).reshape(-1))
         h_all.append(pi * (h_u[:, None] * gh_h[None, :]).reshape(-1))
-    B = np.concatenate(B_all)[:, None]
-    What, Chat = prior.f_in(B, np.atleast_2d(A))
-    return _reduce(fn(What, Chat, np.concatenate(w_all)[:, None]), np.concatenate(h_all))
+    return _reduce(fn(np.concatenate(B_all)[:, None], np.concatenate(w_all)[:, None]), np.concatenate(h_all))
 
 
 def _reduce(values, weight):

@@ -64,8 +64,13 @@ def test_output_nishimori_identity_e_g2_equals_minus_e_dg(channel, q):
 @pytest.mark.parametrize("q_hat", [0.2, 3.0, 500.0])
 def test_input_nishimori_identities(prior, q_hat):
     """On the Nishimori line E[What^2] = E[What w*] and E[Chat] = rho - E[What^2]."""
-    e_w2, e_ww, e_c = se.input_expectation(
-        prior, lambda W, C, w: (W[:, 0] ** 2, W[:, 0] * w[:, 0], C[:, 0, 0]), q_hat, q_hat, q_hat)
+    A = np.array([[q_hat]])
+
+    def fn(B, w):
+        W, C = prior.f_in(B, A)
+        return W[:, 0] ** 2, W[:, 0] * w[:, 0], C[:, 0, 0]
+
+    e_w2, e_ww, e_c = se.input_expectation(prior, fn, q_hat, q_hat)
     rho = prior.second_moment()[0, 0]
     assert e_w2 == pytest.approx(e_ww, rel=1e-8)
     assert e_c == pytest.approx(rho - e_w2, rel=1e-8, abs=1e-12)
