@@ -7,7 +7,8 @@ Iteration t (DESIGN.md section 3), with x_mu in R^{L x d}:
     A       = -(1/d) sum_mu sum_l dg_mu[l, :, l, :]                (k, k)
     B       = (1/sqrt(d)) sum_mu x_mu^T g_mu + What^t A            (d, k)
     What^{t+1}, Chat^{t+1} = f_in(B, A)  (Chat averaged over coordinates), damped by eta.
-Steps 2 to 5 are one streaming pass over X, row block by row block.
+Steps 2 to 5 are one streaming pass over X, row block by row block (for a NumPy X with
+L = k = 1 and a channel with a scalar kernel, the fused numba pass of `amp.fused`).
 """
 import math
 import warnings
@@ -19,8 +20,9 @@ from amp.backend import RNG, namespace, to_numpy
 from amp.results import IterationResult
 from amp.validation import check_compatible, check_count, check_finite_array, check_unit_interval
 
-#: target bytes of X per row block: small enough that the block is still in cache for X^T g
-BLOCK_BYTES = 1 << 20
+#: target bytes of X per row block: small enough that the block is still in (L3) cache for X^T g,
+#: large enough to amortise the NumPy calls per block (measured best at 4 to 16 MiB, benchmarks/)
+BLOCK_BYTES = 8 << 20
 #: a residual beyond this many prior scales means the iteration has blown up
 DIVERGENCE_FACTOR = 1e6
 
@@ -80,6 +82,24 @@ def output_sweep(X, y, What, g_prev, V, channel, block_rows):
     return g_all, dg_sum, XtG
 
 
+def _fused_kernel(X3, prior, channel, fused):
+    """The channel's (kernel, params) when the fused sweep of `amp.fused` applies, else None.
+
+    It applies to a NumPy float32/float64 X (n, 1, d) with C-contiguous rows, k = 1 and a channel
+    whose `scalar_kernel()` is not None; fused=True demands it, fused=False declines it.
+    """
+    if fused not in (None, True, False):
+        raise ValueError(f"fused must be None, True or False, got {fused!r}")
+    applies = (fused is not False and isinstance(X3, np.ndarray) and X3.shape[1] == 1 and prior.k == 1
+               and X3.dtype in (np.float32, np.float64) and X3[:, 0].flags.c_contiguous)
+    kernel = channel.scalar_kernel() if applies else None
+    if fused and kernel is None:
+        raise ValueError("fused=True needs a C-contiguous float32/float64 NumPy X with L = k = 1 and a channel "
+                         f"with a scalar_kernel(); got {type(X3).__name__}, L = {X3.shape[1]}, k = {prior.k}, "
+                         f"{channel!r}")
+    return kernel
+
+
 def _check_inputs(X, y, prior, channel, truth, max_iter, tol, damping, init_overlap):
     if X.ndim not in (2, 3):
         raise ValueError(f"X must have shape (n, d) or (n, L, d), got shape {tuple(X.shape)}")
@@ -101,7 +121,7 @@ def _check_inputs(X, y, prior, channel, truth, max_iter, tol, damping, init_over
 
 
 def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, init_overlap=0.01,
-         callback=None, seed=None, block_rows=None):
+         callback=None, seed=None, block_rows=None, fused=None):
     """Run GAMP on data (X, y) with an input denoiser `prior` and an output denoiser `channel`.
 
     X : (n, d) or (n, L, d) array (NumPy, CuPy, PyTorch, ...); y : (n, ...) labels in the same namespace.
@@ -110,7 +130,11 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     init_overlap : normalised initial overlap eps in [0, 1] (see `initial_state`), the same
     convention as `state_evolution.gamp`.
     callback : called as callback(t, W, C) after iteration t; returning True stops the run.
-    seed : seed of the random initialisation. block_rows : samples per row block of the pass.
+    seed : seed of the random initialisation. block_rows : samples per row block of the generic pass.
+    fused : None (auto), True or False: the numba sweep of `amp.fused` (NumPy X, L = k = 1, a channel
+    with a `scalar_kernel()`; threads as set by `numba.set_num_threads`) instead of the row-block
+    pass; True raises where it does not apply, False never uses it. Both give the same iterates
+    up to rounding.
     Returns an IterationResult with W (d, k), C (k, k) and history lists `mse`, `m`, `q`
     (with a truth) and `residual` = ||What^t - What^{t-1}||_F / sqrt(d k) (inf at entry 0).
     """
@@ -122,6 +146,9 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     if truth is not None:
         truth = xp.astype(truth, dtype)
     rows = _block_rows(n, L, d, X.dtype.itemsize, block_rows)
+    kernel = _fused_kernel(X3, prior, channel, fused)
+    if kernel is not None:
+        from amp.fused import output_sweep as fused_sweep  # numba: compiled once, then cached
     rho = prior.second_moment()
     blowup = DIVERGENCE_FACTOR * (1.0 + math.sqrt(np.trace(rho) / k))
 
@@ -131,7 +158,10 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     _record(history, _stats(W, W, C, truth), k, initial=True)
     result = IterationResult(W=W, C=C, history=history)
     for t in range(max_iter):
-        g, dg_sum, XtG = output_sweep(X3, y, W, g_prev, C, channel, rows)
+        if kernel is None:
+            g, dg_sum, XtG = output_sweep(X3, y, W, g_prev, C, channel, rows)
+        else:
+            g, dg_sum, XtG = fused_sweep(X3, y, W, g_prev, C, kernel)
         A = -dg_sum / d
         B = XtG / math.sqrt(d) + W @ A
         W_new, C_new = prior.f_in(B, A)

@@ -89,6 +89,15 @@ class OutputDenoiser:
         """log Z_out(y, Omega, V), shape (n,)."""
         raise NotImplementedError
 
+    def scalar_kernel(self):
+        """A numba kernel of one sample for the fused GAMP sweep (`amp.fused`), or None (the default).
+
+        Only for L = k = 1: returns (kernel, params), kernel(y, omega, V, params) -> (g, dg) on
+        float64 scalars with the math of `g_out`, compiled for `denoisers.kernels.SIGNATURE`;
+        params a float64 array of the channel's constants.
+        """
+        return None
+
     def sample(self, Z, rng):
         """Labels y ~ P_out(. | Z) for Z of shape (n, L, k), in `rng`'s namespace."""
         raise NotImplementedError

@@ -103,6 +103,11 @@ class Linear(ScalarChannel):
         g = (y - omega) / s
         return log_z, g, xp.broadcast_to(-1.0 / s, g.shape)
 
+    def scalar_kernel(self):
+        """`denoisers.kernels.linear` with params [noise_var]."""
+        from denoisers import kernels
+        return kernels.linear, np.array([self.noise_var])
+
 
 class Sign(ScalarChannel):
     """y = sign(z + sqrt(noise_var) eta): the perceptron, probit when noise_var > 0.
@@ -146,6 +151,11 @@ class Sign(ScalarChannel):
         hi = _where(positive, INF, 0.0, omega)
         return truncated_mixture(omega, s, [(0.0, omega, s, lo, hi)])
 
+    def scalar_kernel(self):
+        """`denoisers.kernels.sign` with params [noise_var]."""
+        from denoisers import kernels
+        return kernels.sign, np.array([self.noise_var])
+
 
 class ReLU(ScalarChannel):
     """y = max(z, 0) + sqrt(noise_var) eta.
@@ -170,6 +180,11 @@ class ReLU(ScalarChannel):
 
     def check_labels(self, y):
         _check_nonnegative_labels(self, y, "ReLU")
+
+    def scalar_kernel(self):
+        """`denoisers.kernels.relu` when noise_var = 0, else None."""
+        from denoisers import kernels
+        return (kernels.relu, np.zeros(0)) if self.noise_var == 0.0 else None
 
     def _posterior(self, y, omega, V):
         xp = namespace(omega)
@@ -210,6 +225,11 @@ class Abs(ScalarChannel):
 
     def check_labels(self, y):
         _check_nonnegative_labels(self, y, "Abs")
+
+    def scalar_kernel(self):
+        """`denoisers.kernels.abs_value` when noise_var = 0, else None."""
+        from denoisers import kernels
+        return (kernels.abs_value, np.zeros(0)) if self.noise_var == 0.0 else None
 
     def _posterior(self, y, omega, V):
         xp = namespace(omega)
