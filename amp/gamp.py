@@ -16,7 +16,7 @@ import warnings
 import array_api_compat as aac
 import numpy as np
 
-from amp.backend import RNG, namespace, to_numpy
+from amp.backend import namespace, to_numpy
 from amp.results import IterationResult
 from amp.validation import check_compatible, check_count, check_finite_array, check_unit_interval
 
@@ -25,6 +25,8 @@ from amp.validation import check_compatible, check_count, check_finite_array, ch
 BLOCK_BYTES = 8 << 20
 #: a residual beyond this many prior scales means the iteration has blown up
 DIVERGENCE_FACTOR = 1e6
+#: a posterior variance below this fraction of the prior's is exact recovery: the run stops there
+EXACT_RECOVERY_FRACTION = 1e-12
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -43,7 +45,8 @@ def initial_state(prior, d, init_overlap, truth, xp, dtype, device, seed):
     cov = prior.second_moment() - np.outer(mu, mu)
     chol = np.linalg.cholesky(cov + 1e-300 * np.eye(len(mu)))
     const = lambda a: xp.asarray(a, dtype=dtype, device=device)  # noqa: E731
-    xi = RNG(seed, xp, device).normal((d, prior.k), dtype=dtype) @ const(chol.T)
+    # drawn on the host so that a seed gives the same start on every backend (d x k numbers)
+    xi = const(np.random.default_rng(seed).standard_normal((d, prior.k)) @ chol.T)
     if truth is None:
         W0 = const(mu) + math.sqrt(init_overlap) * xi
     else:
@@ -100,12 +103,13 @@ def _fused_kernel(X3, prior, channel, fused):
     return kernel
 
 
-def _check_inputs(X, y, prior, channel, truth, max_iter, tol, damping, init_overlap):
+def _check_inputs(X, y, prior, channel, truth, tol, damping, init_overlap):
     if X.ndim not in (2, 3):
         raise ValueError(f"X must have shape (n, d) or (n, L, d), got shape {tuple(X.shape)}")
     check_finite_array("X", X)
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} samples but X has {X.shape[0]} (first axes must agree)")
+    label_shape = (X.shape[0],) + tuple(getattr(channel, "label_shape", ()))
+    if tuple(y.shape) != label_shape:
+        raise ValueError(f"y must have shape (n, *label_shape) = {label_shape} for {channel!r}, got {tuple(y.shape)}")
     channel.check_labels(y)
     tokens = 1 if X.ndim == 2 else X.shape[1]
     check_compatible(prior, channel, tokens)
@@ -113,7 +117,6 @@ def _check_inputs(X, y, prior, channel, truth, max_iter, tol, damping, init_over
         if tuple(truth.shape) != (X.shape[-1], prior.k):
             raise ValueError(f"truth must have shape (d, k) = {(X.shape[-1], prior.k)}, got {tuple(truth.shape)}")
         check_finite_array("truth", truth)
-    check_count("max_iter", max_iter)
     if not float(tol) >= 0.0:
         raise ValueError(f"tol must be >= 0, got {tol}")
     check_unit_interval("damping", damping, open_left=True)
@@ -138,19 +141,22 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     Returns an IterationResult with W (d, k), C (k, k) and history lists `mse`, `m`, `q`
     (with a truth) and `residual` = ||What^t - What^{t-1}||_F / sqrt(d k) (inf at entry 0).
     """
-    _check_inputs(X, y, prior, channel, truth, max_iter, tol, damping, init_overlap)
+    _check_inputs(X, y, prior, channel, truth, tol, damping, init_overlap)
+    max_iter = check_count("max_iter", max_iter)
     xp = namespace(X, y)
     X3 = X if X.ndim == 3 else X[:, None, :]
     n, L, d = X3.shape
     k, dtype, device = prior.k, X.dtype, aac.device(X)
+    y = xp.astype(y, dtype, copy=False)
     if truth is not None:
-        truth = xp.astype(truth, dtype)
+        truth = xp.astype(truth, dtype, copy=False)
     rows = _block_rows(n, L, d, X.dtype.itemsize, block_rows)
     kernel = _fused_kernel(X3, prior, channel, fused)
     if kernel is not None:
         from amp.fused import output_sweep as fused_sweep  # numba: compiled once, then cached
     rho = prior.second_moment()
     blowup = DIVERGENCE_FACTOR * (1.0 + math.sqrt(np.trace(rho) / k))
+    variance_floor = EXACT_RECOVERY_FRACTION * max(np.trace(rho - np.outer(prior.mean(), prior.mean())) / k, 1e-300)
 
     W, C = initial_state(prior, d, init_overlap, truth, xp, dtype, device, seed)
     g_prev = xp.zeros((n, L, k), dtype=dtype, device=device)
@@ -184,13 +190,17 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
             result.converged = True
             result.message = f"converged at iteration {t + 1} (residual {residual:.3g} < tol {tol:g})"
             break
+        if stats[3] <= variance_floor:
+            result.converged = True
+            result.message = f"exact recovery at iteration {t + 1} (posterior variance {stats[3]:.3g})"
+            break
     else:
         result.message = f"reached max_iter = {max_iter} (residual {history['residual'][-1]:.3g})"
     return result
 
 
 def _stats(W_new, W, C_new, truth):
-    """[residual, finite(W_new, C_new), min diag C_new, m (k*k), q (k*k), mse] as one host array.
+    """[residual, finite(W_new, C_new), min and max diag C_new, m (k*k), q (k*k), mse] as one host array.
 
     Everything is reduced on the device and moved in one small transfer per iteration.
     """
@@ -198,7 +208,8 @@ def _stats(W_new, W, C_new, truth):
     d, k = W_new.shape
     parts = [xp.reshape(xp.linalg.vector_norm(W_new - W) / math.sqrt(d * k), (1,)),
              xp.reshape(xp.astype(xp.all(xp.isfinite(W_new)) & xp.all(xp.isfinite(C_new)), W_new.dtype), (1,)),
-             xp.reshape(xp.min(xp.linalg.diagonal(C_new)), (1,))]
+             xp.reshape(xp.min(xp.linalg.diagonal(C_new)), (1,)),
+             xp.reshape(xp.max(xp.linalg.diagonal(C_new)), (1,))]
     if truth is not None:
         parts += [xp.reshape(W_new.T @ truth / d, (-1,)), xp.reshape(W_new.T @ W_new / d, (-1,)),
                   xp.reshape(xp.sum((W_new - truth) ** 2) / (d * k), (1,))]
@@ -212,8 +223,8 @@ def _divergence(stats, blowup):
         return "NaN or Inf in the estimate"
     if residual > blowup:
         return f"residual {residual:.3g} exploded"
-    if min_var <= 0.0:
-        return "non-positive posterior variance"
+    if min_var < 0.0:
+        return "negative posterior variance"
     return ""
 
 
@@ -222,7 +233,7 @@ def _record(history, stats, k, initial=False):
     residual = math.inf if initial else float(stats[0])
     history["residual"].append(residual)
     if "mse" in history:
-        m, q = stats[3:3 + k * k].reshape(k, k), stats[3 + k * k:3 + 2 * k * k].reshape(k, k)
+        m, q = stats[4:4 + k * k].reshape(k, k), stats[4 + k * k:4 + 2 * k * k].reshape(k, k)
         history["m"].append(float(m[0, 0]) if k == 1 else m)
         history["q"].append(float(q[0, 0]) if k == 1 else q)
         history["mse"].append(float(stats[-1]))

@@ -4,13 +4,19 @@ import math
 from amp.backend import namespace
 
 
+#: elements of a large array checked at a time, so that the check adds O(1) memory
+_CHECK_BLOCK = 1 << 20
+
+
 def check_finite_array(name, a):
-    """`a` is a floating array without NaN or Inf."""
+    """`a` is a floating array without NaN or Inf (checked in row blocks, no full-size temporary)."""
     xp = namespace(a)
     if not xp.isdtype(a.dtype, "real floating"):
         raise ValueError(f"{name} must be a real floating-point array, got dtype {a.dtype}")
-    if not bool(xp.all(xp.isfinite(a))):
-        raise ValueError(f"{name} contains NaN or Inf")
+    rows = max(1, _CHECK_BLOCK // max(1, math.prod(a.shape[1:]))) if a.ndim > 1 else max(1, a.shape[0] if a.ndim else 1)
+    for r0 in range(0, a.shape[0] if a.ndim else 1, rows):
+        if not bool(xp.all(xp.isfinite(a[r0:r0 + rows] if a.ndim else a))):
+            raise ValueError(f"{name} contains NaN or Inf")
 
 
 def _as_float(name, value):

@@ -74,6 +74,10 @@ class OutputDenoiser:
 
     tokens = 1
     k = 1
+    #: shape of one label (y has shape (n, *label_shape))
+    label_shape = ()
+    #: the finite label set, or None for continuous labels
+    labels = None
     #: pre-activation values where the label is not smooth in z (for SE quadrature)
     kinks = ()
 

@@ -33,10 +33,18 @@ class ScalarChannel(OutputDenoiser):
     deterministic map `_f(z)`; this class adapts the (n, L, k) shapes of the protocol.
     """
 
-    noise_var = 0.0
+    def __init__(self, noise_var=0.0):
+        self.noise_var = check_variance("noise_var", noise_var, allow_zero=True)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(noise_var={self.noise_var})"
 
     def _posterior(self, y, omega, V):
         raise NotImplementedError
+
+    def _own_kernel(self, owner, kernel, params):
+        """(kernel, params) for `scalar_kernel`, or None when a subclass of `owner` changed its math."""
+        return (kernel, params) if type(self)._posterior is owner._posterior else None
 
     def _f(self, z):
         raise NotImplementedError
@@ -88,10 +96,7 @@ class Linear(ScalarChannel):
     """
 
     def __init__(self, noise_var):
-        self.noise_var = check_variance("noise_var", noise_var, allow_zero=True)
-
-    def __repr__(self):
-        return f"Linear(noise_var={self.noise_var})"
+        super().__init__(noise_var)
 
     def _f(self, z):
         return z
@@ -106,7 +111,7 @@ class Linear(ScalarChannel):
     def scalar_kernel(self):
         """`denoisers.kernels.linear` with params [noise_var]."""
         from denoisers import kernels
-        return kernels.linear, np.array([self.noise_var])
+        return self._own_kernel(Linear, kernels.linear, np.array([self.noise_var]))
 
 
 class Sign(ScalarChannel):
@@ -117,12 +122,8 @@ class Sign(ScalarChannel):
     """
 
     kinks = (0.0,)
+    labels = (-1.0, 1.0)
 
-    def __init__(self, noise_var=0.0):
-        self.noise_var = check_variance("noise_var", noise_var, allow_zero=True)
-
-    def __repr__(self):
-        return f"Sign(noise_var={self.noise_var})"
 
     def _f(self, z):
         return _where(z >= 0.0, 1.0, -1.0, z)
@@ -154,7 +155,7 @@ class Sign(ScalarChannel):
     def scalar_kernel(self):
         """`denoisers.kernels.sign` with params [noise_var]."""
         from denoisers import kernels
-        return kernels.sign, np.array([self.noise_var])
+        return self._own_kernel(Sign, kernels.sign, np.array([self.noise_var]))
 
 
 class ReLU(ScalarChannel):
@@ -168,11 +169,6 @@ class ReLU(ScalarChannel):
 
     kinks = (0.0,)
 
-    def __init__(self, noise_var=0.0):
-        self.noise_var = check_variance("noise_var", noise_var, allow_zero=True)
-
-    def __repr__(self):
-        return f"ReLU(noise_var={self.noise_var})"
 
     def _f(self, z):
         xp = namespace(z)
@@ -184,7 +180,7 @@ class ReLU(ScalarChannel):
     def scalar_kernel(self):
         """`denoisers.kernels.relu` when noise_var = 0, else None."""
         from denoisers import kernels
-        return (kernels.relu, np.zeros(0)) if self.noise_var == 0.0 else None
+        return self._own_kernel(ReLU, kernels.relu, np.zeros(0)) if self.noise_var == 0.0 else None
 
     def _posterior(self, y, omega, V):
         xp = namespace(omega)
@@ -214,11 +210,6 @@ class Abs(ScalarChannel):
 
     kinks = (0.0,)
 
-    def __init__(self, noise_var=0.0):
-        self.noise_var = check_variance("noise_var", noise_var, allow_zero=True)
-
-    def __repr__(self):
-        return f"Abs(noise_var={self.noise_var})"
 
     def _f(self, z):
         return namespace(z).abs(z)
@@ -229,7 +220,7 @@ class Abs(ScalarChannel):
     def scalar_kernel(self):
         """`denoisers.kernels.abs_value` when noise_var = 0, else None."""
         from denoisers import kernels
-        return (kernels.abs_value, np.zeros(0)) if self.noise_var == 0.0 else None
+        return self._own_kernel(Abs, kernels.abs_value, np.zeros(0)) if self.noise_var == 0.0 else None
 
     def _posterior(self, y, omega, V):
         xp = namespace(omega)
@@ -258,10 +249,13 @@ class Door(ScalarChannel):
     the posterior of z is N(omega, V) restricted to the region of label y.
     """
 
+    labels = (-1.0, 1.0)
+
     def __init__(self, width):
         width = float(width)
         if not (math.isfinite(width) and width > 0.0):
             raise ValueError(f"width must be a finite number > 0, got {width}")
+        super().__init__(0.0)
         self.width = width
         self.kinks = (-width, width)
 
