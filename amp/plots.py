@@ -30,3 +30,50 @@ def amp_vs_se(amp_histories, se_history, key="mse", ax=None, label=None):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def bayes_optimal_curve(bo, key="mse", amp_points=None, ax=None, title=None):
+    """Error against alpha: the Bayes-optimal curve, both SE branches, the thresholds, AMP points.
+
+    bo : result of `state_evolution.bayes_optimal`; key : 'mse' or 'gen_error';
+    amp_points : optional (alphas, values) with values (n_alphas, n_runs), shown as mean and spread.
+    Returns the matplotlib Figure.
+    """
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    else:
+        fig = ax.figure
+    ax.plot(*_broken(bo.alphas, getattr(bo.uninformative, key)), "--", color="tab:blue",
+            label="SE from uninformative start")
+    ax.plot(*_broken(bo.alphas, getattr(bo.informative, key)), ":", color="tab:green", label="SE from informative start")
+    ax.plot(*_broken(bo.alphas, getattr(bo, key)), "-", color="k", lw=1.5, label="Bayes-optimal")
+    for name, style in (("alpha_weak", "tab:gray"), ("alpha_it", "tab:red"), ("alpha_alg", "tab:purple")):
+        value = getattr(bo, name)
+        if value is not None:
+            ax.axvline(value, color=style, lw=0.8, alpha=0.7)
+            ax.annotate(f"{name.replace('alpha_', '')} = {value:.3f}", (value, ax.get_ylim()[1]),
+                        rotation=90, va="top", ha="right", fontsize=7, color=style)
+    if amp_points is not None:
+        alphas, values = np.asarray(amp_points[0], dtype=float), np.asarray(amp_points[1], dtype=float)
+        spread = values.std(axis=1, ddof=1) if values.shape[1] > 1 else np.zeros(len(alphas))
+        ax.errorbar(alphas, values.mean(axis=1), yerr=spread, fmt="o", ms=4, capsize=2, color="tab:orange",
+                    label=f"AMP ({values.shape[1]} runs)")
+    ax.set_xlabel("alpha = n / d")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title(title or "")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _broken(x, y, jump=0.2):
+    """x, y with NaN inserted where y jumps by more than `jump` of its range (a first-order
+    transition between grid points), so the line is not drawn across it."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    span = np.nanmax(y) - np.nanmin(y)
+    cuts = np.nonzero(np.abs(np.diff(y)) > jump * span)[0] + 1 if span > 0 else np.array([], dtype=int)
+    return np.insert(x, cuts, np.nan), np.insert(y, cuts, np.nan)

@@ -2,6 +2,8 @@
 import importlib.util
 import pathlib
 
+import pytest
+
 DEMO = pathlib.Path(__file__).parents[1] / "demos" / "glm_demo.py"
 
 
@@ -14,3 +16,14 @@ def test_glm_demo_prints_table_and_writes_png(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "SE mse" in text and len([line for line in text.splitlines() if line.strip()[:1].isdigit()]) == 5
     assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_bayes_optimal_demo_writes_its_figures(tmp_path):
+    spec = importlib.util.spec_from_file_location("bo_demo", DEMO.parent / "bayes_optimal_curves.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    demo.main(["--out", str(tmp_path), "--d", "300", "--seeds", "1"])
+    names = {p.name for p in tmp_path.glob("*.png")}
+    assert names == {"perceptron_gaussian.png", "perceptron_rademacher.png", "phase_retrieval.png",
+                     "compressed_sensing_phase_diagram.png"}
