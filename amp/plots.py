@@ -8,14 +8,7 @@ def amp_vs_se(amp_histories, se_history, key="mse", ax=None, label=None):
     amp_histories : list of history dicts (one per run); se_history : history dict of the SE.
     Returns the matplotlib Figure.
     """
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax)
     curve = np.asarray(se_history[key], dtype=float)
     ax.plot(np.arange(curve.size), curve, "-", color="k", label="state evolution")
     length = min(len(h[key]) for h in amp_histories)
@@ -39,14 +32,7 @@ def bayes_optimal_curve(bo, key="mse", amp_points=None, ax=None, title=None):
     amp_points : optional (alphas, values) with values (n_alphas, n_runs), shown as mean and spread.
     Returns the matplotlib Figure.
     """
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax)
     ax.plot(*_broken(bo.alphas, getattr(bo.uninformative, key)), "--", color="tab:blue",
             label="SE from uninformative start")
     ax.plot(*_broken(bo.alphas, getattr(bo.informative, key)), ":", color="tab:green", label="SE from informative start")
@@ -77,3 +63,13 @@ def _broken(x, y, jump=0.2):
     span = np.nanmax(y) - np.nanmin(y)
     cuts = np.nonzero(np.abs(np.diff(y)) > jump * span)[0] + 1 if span > 0 else np.array([], dtype=int)
     return np.insert(x, cuts, np.nan), np.insert(y, cuts, np.nan)
+
+
+def _figure(ax):
+    """(Figure, Axes): a new 6 x 4 figure without a display, or the figure of `ax`."""
+    if ax is not None:
+        return ax.figure, ax
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt.subplots(figsize=(6, 4))
