@@ -69,7 +69,5 @@ def _figure(ax):
     """(Figure, Axes): a new 6 x 4 figure without a display, or the figure of `ax`."""
     if ax is not None:
         return ax.figure, ax
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
     return plt.subplots(figsize=(6, 4))
