@@ -4,10 +4,13 @@ See `denoisers.base` for the two protocols a new denoiser implements.
 """
 from denoisers.base import InputDenoiser, OutputDenoiser
 from denoisers.channels import Abs, Door, Linear, ReLU, ScalarChannel, Sign
-from denoisers.priors import BernoulliGauss, Gaussian, GaussMixture, Rademacher
+from denoisers.losses import Hinge, Logistic, ScalarLoss, Square
+from denoisers.penalties import L1, L2, ElasticNet
+from denoisers.priors import BernoulliGauss, Gaussian, GaussMixture, Rademacher, SparseRademacher
 
 __all__ = [
     "InputDenoiser", "OutputDenoiser", "ScalarChannel",
-    "Gaussian", "Rademacher", "BernoulliGauss", "GaussMixture",
+    "Gaussian", "Rademacher", "BernoulliGauss", "GaussMixture", "SparseRademacher",
     "Linear", "Sign", "ReLU", "Abs", "Door",
+    "L2", "L1", "ElasticNet", "ScalarLoss", "Square", "Logistic", "Hinge",
 ]

@@ -130,3 +130,22 @@ class BernoulliGauss(GaussMixture):
 
     def __repr__(self):
         return f"BernoulliGauss(rho={self.rho}, mean={self.means[-1]}, var={self.vars[-1]})"
+
+
+class SparseRademacher(GaussMixture):
+    """Sparse Rademacher prior P_in = (1 - rho) delta_0 + (rho / 2) (delta_{-1/sqrt(rho)} + delta_{+1/sqrt(rho)}),
+    0 < rho <= 1, normalised to E[w^2] = 1 (rho = 1 is Rademacher)."""
+
+    def __init__(self, rho):
+        rho = float(rho)
+        if not 0.0 < rho <= 1.0:
+            raise ValueError(f"rho must lie in (0, 1], got {rho}")
+        a = 1.0 / math.sqrt(rho)
+        if rho == 1.0:
+            super().__init__([0.5, 0.5], [-a, a], [0.0, 0.0])
+        else:
+            super().__init__([1.0 - rho, 0.5 * rho, 0.5 * rho], [0.0, -a, a], [0.0, 0.0, 0.0])
+        self.rho = rho
+
+    def __repr__(self):
+        return f"SparseRademacher(rho={self.rho})"
