@@ -27,6 +27,8 @@ BLOCK_BYTES = 8 << 20
 DIVERGENCE_FACTOR = 1e6
 #: a posterior variance below this fraction of the prior's is exact recovery: the run stops there
 EXACT_RECOVERY_FRACTION = 1e-12
+#: auto_damping never takes eta below this (six halvings of eta = 1)
+MIN_DAMPING = 1.0 / 64
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -124,7 +126,7 @@ def _check_inputs(X, y, prior, channel, truth, tol, damping, init_overlap):
 
 
 def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, init_overlap=0.01,
-         callback=None, seed=None, block_rows=None, fused=None):
+         callback=None, seed=None, block_rows=None, fused=None, auto_damping=False):
     """Run GAMP on data (X, y) with an input denoiser `prior` and an output denoiser `channel`.
 
     X : (n, d) or (n, L, d) array (NumPy, CuPy, PyTorch, ...); y : (n, ...) labels in the same namespace.
@@ -138,8 +140,18 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     with a `scalar_kernel()`; threads as set by `numba.set_num_threads`) instead of the row-block
     pass; True raises where it does not apply, False never uses it. Both give the same iterates
     up to rounding.
+    auto_damping : start at eta = damping and halve eta (down to MIN_DAMPING) whenever a step is
+    unusable (see `_divergence`) or overshoots: with steps D^t = What^t - What^{t-1}, when
+    <D^{t+1}, D^t> < -||D^t||^2, i.e. the step reverses and its component along the previous one
+    outgrows it (so the residual grows): the oscillating divergence, multiplier lambda < -1, that
+    damping cures. The step is retried from the last good iterate What^t: f_in(B, A) there is kept
+    and only re-mixed, at no extra pass over X. Growth without reversal (the escape from an
+    uninformative fixed point) and decaying oscillations are left alone. At the floor an
+    overshooting step is taken and an unusable one stops the run as without auto_damping.
     Returns an IterationResult with W (d, k), C (k, k) and history lists `mse`, `m`, `q`
-    (with a truth) and `residual` = ||What^t - What^{t-1}||_F / sqrt(d k) (inf at entry 0).
+    (with a truth) and `residual` = ||What^t - What^{t-1}||_F / sqrt(d k) (inf at entry 0); with
+    auto_damping also `damping` (the eta of each step, entry 0 the initial one) and `events`, one
+    dict {"iteration", "damping", "reason"} per halving.
     """
     _check_inputs(X, y, prior, channel, truth, tol, damping, init_overlap)
     max_iter = check_count("max_iter", max_iter)
@@ -160,7 +172,10 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
 
     W, C = initial_state(prior, d, init_overlap, truth, xp, dtype, device, seed)
     g_prev = xp.zeros((n, L, k), dtype=dtype, device=device)
+    step = None  # D^t = What^t - What^{t-1}, kept for auto_damping's overshoot test
     history = {key: [] for key in (("mse", "m", "q") if truth is not None else ()) + ("residual",)}
+    if auto_damping:
+        history.update(damping=[damping], events=[])
     _record(history, _stats(W, W, C, truth), k, initial=True)
     result = IterationResult(W=W, C=C, history=history)
     for t in range(max_iter):
@@ -170,18 +185,28 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
             g, dg_sum, XtG = fused_sweep(X3, y, W, g_prev, C, kernel)
         A = -dg_sum / d
         B = XtG / math.sqrt(d) + W @ A
-        W_new, C_new = prior.f_in(B, A)
-        W_new = (1.0 - damping) * W + damping * W_new
-        C_new = (1.0 - damping) * C + damping * xp.mean(C_new, axis=0)
-        stats = _stats(W_new, W, C_new, truth)
-        bad = _divergence(stats, blowup)
+        W_f, C_f = prior.f_in(B, A)
+        C_f = xp.mean(C_f, axis=0)
+        while True:
+            W_new = (1.0 - damping) * W + damping * W_f
+            C_new = (1.0 - damping) * C + damping * C_f
+            stats = _stats(W_new, W, C_new, truth, step)
+            bad = _divergence(stats, blowup)
+            why = auto_damping and (bad or _overshoot(stats, history["residual"][-1] ** 2 * d * k))
+            if not why or damping / 2 < MIN_DAMPING:
+                break
+            damping /= 2
+            history["events"].append({"iteration": t + 1, "damping": damping, "reason": why})
         if bad:
             result.diverged = True
-            result.message = f"diverged at iteration {t + 1}: {bad}; returning the last finite iterate"
+            floor = f" at damping {damping:g}" if auto_damping else ""
+            result.message = f"diverged at iteration {t + 1}{floor}: {bad}; returning the last finite iterate"
             warnings.warn(result.message, DivergenceWarning, stacklevel=2)
             break
-        W, C, g_prev = W_new, C_new, g
+        W, C, g_prev, step = W_new, C_new, g, (W_new - W if auto_damping else None)
         residual = _record(history, stats, k)
+        if auto_damping:
+            history["damping"].append(damping)
         result.W, result.C, result.n_iter = W, C, t + 1
         if callback is not None and callback(t + 1, W, C):
             result.message = f"stopped by callback at iteration {t + 1}"
@@ -199,17 +224,21 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     return result
 
 
-def _stats(W_new, W, C_new, truth):
-    """[residual, finite(W_new, C_new), min and max diag C_new, m (k*k), q (k*k), mse] as one host array.
+def _stats(W_new, W, C_new, truth, step=None):
+    """[residual, finite(W_new, C_new), min and max diag C_new, <W_new - W, step>, m (k*k), q (k*k), mse]
+    as one host array (the inner product with the previous step is 0 without one).
 
     Everything is reduced on the device and moved in one small transfer per iteration.
     """
     xp = namespace(W_new)
     d, k = W_new.shape
+    turn = xp.zeros((1,), dtype=W_new.dtype, device=aac.device(W_new)) if step is None else \
+        xp.reshape(xp.sum((W_new - W) * step), (1,))
     parts = [xp.reshape(xp.linalg.vector_norm(W_new - W) / math.sqrt(d * k), (1,)),
              xp.reshape(xp.astype(xp.all(xp.isfinite(W_new)) & xp.all(xp.isfinite(C_new)), W_new.dtype), (1,)),
              xp.reshape(xp.min(xp.linalg.diagonal(C_new)), (1,)),
-             xp.reshape(xp.max(xp.linalg.diagonal(C_new)), (1,))]
+             xp.reshape(xp.max(xp.linalg.diagonal(C_new)), (1,)),
+             turn]
     if truth is not None:
         parts += [xp.reshape(W_new.T @ truth / d, (-1,)), xp.reshape(W_new.T @ W_new / d, (-1,)),
                   xp.reshape(xp.sum((W_new - truth) ** 2) / (d * k), (1,))]
@@ -228,12 +257,20 @@ def _divergence(stats, blowup):
     return ""
 
 
+def _overshoot(stats, step_norm2):
+    """Why auto_damping should cut a usable step, or '': <D^{t+1}, D^t> < -||D^t||^2 = -step_norm2."""
+    turn = stats[4]
+    if turn < -step_norm2:
+        return f"overshoot: the step reverses and outgrows the previous one {-turn / step_norm2:.3g} times"
+    return ""
+
+
 def _record(history, stats, k, initial=False):
     """Append one iteration's `_stats` to `history`; returns the residual."""
     residual = math.inf if initial else float(stats[0])
     history["residual"].append(residual)
     if "mse" in history:
-        m, q = stats[4:4 + k * k].reshape(k, k), stats[4 + k * k:4 + 2 * k * k].reshape(k, k)
+        m, q = stats[5:5 + k * k].reshape(k, k), stats[5 + k * k:5 + 2 * k * k].reshape(k, k)
         history["m"].append(float(m[0, 0]) if k == 1 else m)
         history["q"].append(float(q[0, 0]) if k == 1 else q)
         history["mse"].append(float(stats[-1]))

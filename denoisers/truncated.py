@@ -9,7 +9,7 @@ Each piece's shift E_j - omega and excess variance Var_j - V are formed directly
 (no '1 - (1 - small)'), and the between-piece variance pairwise, so that g and dg keep
 their relative accuracy far in the tails.
 """
-from amp.backend import log_diff_ndtr, log_npdf, logsumexp, namespace
+from amp.backend import log_diff_ndtr, log_npdf, logsumexp, namespace, softmax
 
 
 def truncated_mixture(omega, V, pieces):
@@ -28,12 +28,14 @@ def truncated_mixture(omega, V, pieces):
         rb = xp.exp(log_npdf(b) - log_mass)
         a_ra = xp.where(xp.isfinite(a), a, 0.0) * ra
         b_rb = xp.where(xp.isfinite(b), b, 0.0) * rb
+        # Var_j / v_j - 1 = a R_a - b R_b - (R_a - R_b)^2 lies in [-1, 0] (truncating a Gaussian to an
+        # interval shrinks its variance); far in a tail (|a| >~ 100) the rounding of R can push it out
+        excess.append((v - V) + v * xp.clip(a_ra - b_rb - (ra - rb) ** 2, -1.0, 0.0))
         log_w.append(log_c + log_mass)
         shift.append((m - omega) + s * (ra - rb))
-        excess.append((v - V) + v * (a_ra - b_rb - (ra - rb) ** 2))
     log_w = xp.stack(log_w, axis=-1)
     log_z = logsumexp(log_w, axis=-1)
-    r = xp.exp(log_w - log_z[..., None])
+    r = softmax(log_w, axis=-1)
     shift = xp.stack(shift, axis=-1)
     excess = xp.stack(excess, axis=-1)
     mean_shift = xp.sum(r * shift, axis=-1)

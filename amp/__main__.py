@@ -1,0 +1,6 @@
+"""`python -m amp`: the amp-toolkit command line (`amp.cli`)."""
+import sys
+
+from amp.cli import main
+
+sys.exit(main())
