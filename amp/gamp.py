@@ -211,9 +211,7 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
         if callback is not None and callback(t + 1, W, C):
             result.message = f"stopped by callback at iteration {t + 1}"
             break
-        if residual < tol:
-            result.converged = True
-            result.message = f"converged at iteration {t + 1} (residual {residual:.3g} < tol {tol:g})"
+        if result.reached_tol(t, residual, tol):
             break
         if stats[3] <= variance_floor:
             result.converged = True

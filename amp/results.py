@@ -20,3 +20,11 @@ class IterationResult:
     converged: bool = False
     diverged: bool = False
     message: str = ""
+
+    def reached_tol(self, t, residual, tol):
+        """Record iteration t + 1; True, with the message, once residual < tol (converged)."""
+        self.n_iter = t + 1
+        if residual < tol:
+            self.converged = True
+            self.message = f"converged at iteration {t + 1} (residual {residual:.3g} < tol {tol:g})"
+        return self.converged

@@ -154,9 +154,7 @@ def vamp(X, y, prior, channel, truth=None, max_iter=50, tol=1e-8, damping=1.0, i
         if callback is not None and callback(t + 1, W, result.C):
             result.message = f"stopped by callback at iteration {t + 1}"
             break
-        if residual < tol:
-            result.converged = True
-            result.message = f"converged at iteration {t + 1} (residual {residual:.3g} < tol {tol:g})"
+        if result.reached_tol(t, residual, tol):
             break
     else:
         result.message = f"reached max_iter = {max_iter} (residual {history['residual'][-1]:.3g})"

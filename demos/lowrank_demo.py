@@ -1,6 +1,6 @@
 """Low-rank AMP next to its state evolution on the spiked Wigner model Y = X X^T / sqrt(n) + sqrt(Delta) W.
 
-Default: the sparse Rademacher prior (rho = 0.05, first-order transition) at Delta = 0.8, n = 3000,
+Default: the sparse Rademacher prior (rho = 0.05, first-order transition) at Delta = 0.8, n = 4000,
 3 seeds, from a small informative start. Prints the Bayes-optimal thresholds of the prior, the
 per-iteration MSE of AMP (mean +- spread over seeds) and of the SE, and saves a PNG of both
 curves (demos/output/lowrank_demo.png unless --out says otherwise).
@@ -22,7 +22,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior", choices=PRIORS, default="sparse")
     parser.add_argument("--delta", type=float, default=0.8, help="noise variance Delta")
-    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--init-overlap", type=float, default=0.1)

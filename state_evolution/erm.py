@@ -175,10 +175,7 @@ def erm(teacher_prior, teacher_channel, penalty, loss, alpha, max_iter=500, tol=
         residual = max(abs(m_new - m), abs(q_new - q), abs(V_new - V)) / max(abs(m_new), q_new, V_new)
         m, q, V = m_new, q_new, V_new
         hats = record(m, q, V, residual)
-        result.n_iter = t + 1
-        if residual < tol:
-            result.converged = True
-            result.message = f"converged at iteration {t + 1} (residual {residual:.3g} < tol {tol:g})"
+        if result.reached_tol(t, residual, tol):
             break
     else:
         result.message = f"reached max_iter = {max_iter} (residual {history['residual'][-1]:.3g})"

@@ -77,10 +77,7 @@ def gamp(prior, channel, alpha, max_iter=100, tol=1e-8, damping=1.0, init_overla
         residual = abs(q_new - q)
         q = q_new
         q_hat = record(q, residual)
-        result.n_iter = t + 1
-        if residual < tol:
-            result.converged = True
-            result.message = f"converged at iteration {t + 1} (|dq| {residual:.3g} < tol {tol:g})"
+        if result.reached_tol(t, residual, tol):
             break
     else:
         result.message = f"reached max_iter = {max_iter}"

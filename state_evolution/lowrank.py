@@ -118,10 +118,7 @@ def _symmetric(prior, noise_var, max_iter, tol, init, init_overlap, nodes):
         m, q = m_new, q_new
         for key, value in (("mse", rho - 2 * m + q), ("m", m), ("q", q), ("residual", residual)):
             history[key].append(value)
-        result.n_iter = t + 1
-        if residual < tol:
-            result.converged = True
-            result.message = f"converged at iteration {t + 1} (residual {residual:.3g} < tol {tol:g})"
+        if result.reached_tol(t, residual, tol):
             break
     else:
         result.message = f"reached max_iter = {max_iter}"
@@ -154,10 +151,7 @@ def _rectangular(priors, noise_var, alpha, max_iter, tol, init, init_overlap, no
         residual = max(abs(mu_new - mu_), abs(qu_new - qu), abs(mv_new - mv), abs(qv_new - qv))
         mu_, qu, mv, qv = mu_new, qu_new, mv_new, qv_new
         record(mu_, qu, mv, qv, residual)
-        result.n_iter = t + 1
-        if residual < tol:
-            result.converged = True
-            result.message = f"converged at iteration {t + 1} (residual {residual:.3g} < tol {tol:g})"
+        if result.reached_tol(t, residual, tol):
             break
     else:
         result.message = f"reached max_iter = {max_iter}"

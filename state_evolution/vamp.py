@@ -86,10 +86,7 @@ def vamp(prior, channel, alpha, spectrum, max_iter=50, tol=1e-10, init_overlap=0
         for key, value in (("mse", rho - q), ("m", q), ("q", q), ("gamma", gamma), ("tau", tau),
                            ("residual", residual)):
             history[key].append(value)
-        result.n_iter = t + 1
-        if residual < tol:
-            result.converged = True
-            result.message = f"converged at iteration {t + 1} (|dq| {residual:.3g} < tol {tol:g})"
+        if result.reached_tol(t, residual, tol):
             break
     else:
         result.message = f"reached max_iter = {max_iter}"
