@@ -39,3 +39,18 @@ def backend(request):
 def xp(backend):
     """The array-API namespace of `backend`."""
     return backend_namespace(backend)
+
+
+@pytest.fixture(scope="module")
+def single_threaded_blas():
+    """One BLAS thread for a module of many mid-sized BLAS calls: on a shared 2-core machine
+    OpenBLAS's threads spin against other processes (test_lowrank.py and test_vamp.py: 550 s with two
+    threads under load, 58 s with one). Results change by rounding only. Needs threadpoolctl (a
+    scikit-learn dependency); without it, a no-op."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

@@ -27,19 +27,7 @@ SEEDS = 6
 SLOW_SEEDS = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_threaded_blas():
-    """One BLAS thread while these tests run: they make thousands of mid-sized BLAS calls, and on a
-    shared 2-core machine OpenBLAS's threads spin against other processes (measured: the default run
-    of this file and test_vamp.py took 550 s with two threads under load, 58 s with one). Results
-    change by rounding only. Needs threadpoolctl (a scikit-learn dependency); without it, a no-op."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("single_threaded_blas")
 
 
 def assert_tracks(runs, curve, d, what):
