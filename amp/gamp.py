@@ -8,7 +8,8 @@ Iteration t (DESIGN.md section 3), with x_mu in R^{L x d}:
     B       = (1/sqrt(d)) sum_mu x_mu^T g_mu + What^t A            (d, k)
     What^{t+1}, Chat^{t+1} = f_in(B, A)  (Chat averaged over coordinates), damped by eta.
 Steps 2 to 5 are one streaming pass over X, row block by row block (for a NumPy X with
-L = k = 1 and a channel with a scalar kernel, the fused numba pass of `amp.fused`).
+L = k = 1 and a channel with a scalar kernel, the fused numba pass of `amp.fused`; for a Dask X,
+that pass on each row chunk where it lies, `amp.distributed`).
 """
 import math
 import warnings
@@ -108,13 +109,13 @@ def _fused_kernel(X3, prior, channel, fused):
 def _check_inputs(X, y, prior, channel, truth, tol, damping, init_overlap):
     if X.ndim not in (2, 3):
         raise ValueError(f"X must have shape (n, d) or (n, L, d), got shape {tuple(X.shape)}")
-    check_finite_array("X", X)
+    if not aac.is_dask_array(X):  # a Dask X is checked on its workers by amp.distributed.prepare
+        check_finite_array("X", X)
+    check_compatible(prior, channel, 1 if X.ndim == 2 else X.shape[1])
     label_shape = (X.shape[0],) + tuple(getattr(channel, "label_shape", ()))
     if tuple(y.shape) != label_shape:
         raise ValueError(f"y must have shape (n, *label_shape) = {label_shape} for {channel!r}, got {tuple(y.shape)}")
     channel.check_labels(y)
-    tokens = 1 if X.ndim == 2 else X.shape[1]
-    check_compatible(prior, channel, tokens)
     if truth is not None:
         if tuple(truth.shape) != (X.shape[-1], prior.k):
             raise ValueError(f"truth must have shape (d, k) = {(X.shape[-1], prior.k)}, got {tuple(truth.shape)}")
@@ -130,6 +131,8 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     """Run GAMP on data (X, y) with an input denoiser `prior` and an output denoiser `channel`.
 
     X : (n, d) or (n, L, d) array (NumPy, CuPy, PyTorch, ...); y : (n, ...) labels in the same namespace.
+    A dask.array X chunked by rows is swept chunk by chunk on dask's scheduler (`amp.distributed`);
+    y and truth are then NumPy arrays, and so are the returned W, C.
     truth : optional (d, k) teacher W*, for the recorded m, q and mse.
     damping : eta in (0, 1]: What <- (1 - eta) What + eta f_in(B, A), same for Chat.
     init_overlap : normalised initial overlap eps in [0, 1] (see `initial_state`), the same
@@ -155,7 +158,12 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     """
     _check_inputs(X, y, prior, channel, truth, tol, damping, init_overlap)
     max_iter = check_count("max_iter", max_iter)
-    xp = namespace(X, y)
+    dask_X = aac.is_dask_array(X)
+    if dask_X:  # X stays on the workers in row chunks; y, What, g and the statistics are NumPy
+        from amp import distributed
+        X, xp = distributed.prepare(X, y=y, truth=truth), namespace(y)
+    else:
+        xp = namespace(X, y)
     X3 = X if X.ndim == 3 else X[:, None, :]
     n, L, d = X3.shape
     k, dtype, device = prior.k, X.dtype, aac.device(X)
@@ -163,7 +171,7 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     if truth is not None:
         truth = xp.astype(truth, dtype, copy=False)
     rows = _block_rows(n, L, d, X.dtype.itemsize, block_rows)
-    kernel = _fused_kernel(X3, prior, channel, fused)
+    kernel = None if dask_X else _fused_kernel(X3, prior, channel, fused)
     if kernel is not None:
         from amp.fused import output_sweep as fused_sweep  # numba: compiled once, then cached
     rho = prior.second_moment()
@@ -179,11 +187,13 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     _record(history, _stats(W, W, C, truth), k, initial=True)
     result = IterationResult(W=W, C=C, history=history)
     for t in range(max_iter):
-        if kernel is None:
+        if dask_X:
+            g, dg_sum, XtG = distributed.output_sweep(X3, y, W, g_prev, C, prior, channel, rows, fused)
+        elif kernel is None:
             g, dg_sum, XtG = output_sweep(X3, y, W, g_prev, C, channel, rows)
         else:
             g, dg_sum, XtG = fused_sweep(X3, y, W, g_prev, C, kernel)
-        A = -dg_sum / d
+        A = -(dg_sum + dg_sum.T) / (2 * d)  # symmetric up to rounding; f_in relies on it
         B = XtG / math.sqrt(d) + W @ A
         W_f, C_f = prior.f_in(B, A)
         C_f = xp.mean(C_f, axis=0)

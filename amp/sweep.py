@@ -16,11 +16,16 @@ work: each point is computed by whichever run takes its lock first, and the othe
 whose config.json differs from the new configuration is refused (ConfigMismatch) unless force=True,
 which discards its saved points first.
 
+Points can be computed on a dask.distributed cluster (run_sweep(..., client=client)): the client
+takes each point's lock, submits it (at most twice the cluster's threads at a time) and saves each
+result as soon as it arrives, so an interrupted cluster sweep resumes like a local one.
+
 Seeds: replicate S draws its instance (W*, X, y) with seed [seed, S, 0] and GAMP's start with
 [seed, S, 1] (NumPy SeedSequence entropy), the same at every alpha: the teacher and the first rows
 of X are common to all alphas of a replicate, and the same seeds give the same numbers.
 Locking uses fcntl.flock, so sweeps run on POSIX systems.
 """
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
@@ -199,6 +204,30 @@ def _compute(config, alpha, replicate):
                 auto_damping=config.auto_damping)
 
 
+def _timed_compute(config, alpha, replicate):
+    """(`_compute`'s result, its seconds), timed where it runs."""
+    start = time.perf_counter()
+    result = _compute(config, alpha, replicate)
+    return result, time.perf_counter() - start
+
+
+class _Here:
+    """Runs each call at once, in this process: the executor of a sweep without a cluster."""
+
+    capacity = 1
+
+    def submit(self, name, fn, *args):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args))
+        return future
+
+    def first_done(self, futures):
+        return next(iter(futures))
+
+    def cancel(self, futures):
+        pass
+
+
 def _point_record(config, alpha, replicate):
     """(config, seeds) saved with a point."""
     record = {"sweep": config.to_dict(), "alpha": alpha, "replicate": replicate}
@@ -231,13 +260,15 @@ def _is_done(folder, alpha, replicate):
     return amp_io.paths(folder / "points" / point_name(alpha, replicate))[0].exists()
 
 
-def run_sweep(folder, config, alphas, replicates=(), force=False, progress=None, on_point=None):
+def run_sweep(folder, config, alphas, replicates=(), force=False, progress=None, on_point=None, client=None):
     """Compute every missing point of the grid `alphas` x ({SE} + `replicates`) into `folder`.
 
     config : SweepConfig; alphas : sample ratios > 0; replicates : replicate indices >= 0 (GAMP
     needs config.d). force : discard a folder of another configuration instead of refusing it.
     progress : a tqdm bar over the points to compute (None: only on a terminal). on_point : called
-    as on_point(name) after each point this call saves. Returns `load_sweep(folder)`.
+    as on_point(name) after each point this call saves. client : a dask.distributed Client whose
+    cluster computes the points (needs amp-toolkit[distributed]; the folder is written by this
+    process only). Returns `load_sweep(folder)`.
     """
     folder = pathlib.Path(folder)
     alphas = list(dict.fromkeys(check_positive("alpha", a) for a in alphas))
@@ -246,29 +277,48 @@ def run_sweep(folder, config, alphas, replicates=(), force=False, progress=None,
         raise ValueError("alphas must hold at least one sample ratio")
     if replicates and config.d is None:
         raise ValueError("GAMP replicates need the dimension d in the configuration")
+    if client is None:
+        executor = _Here()
+    else:
+        from amp.distributed import ClusterExecutor
+        executor = ClusterExecutor(client)
     _prepare(folder, config, force)
     grid = [(a, s) for a in alphas for s in [None] + replicates]
     todo = [(a, s) for a, s in grid if not _is_done(folder, a, s)]
     with tqdm(total=len(todo), unit="point", disable={None: None, True: False, False: True}[progress]) as bar:
 
-        def attempt(alpha, replicate, blocking):
-            name = point_name(alpha, replicate)
-            with _flock(folder / ".locks" / f"{name}.lock", blocking=blocking) as got:
-                if not got:
-                    return False
-                if not _is_done(folder, alpha, replicate):  # another run may have finished it meanwhile
-                    bar.set_postfix_str(name)
-                    start = time.perf_counter()
-                    result = _compute(config, alpha, replicate)
-                    _commit(folder, config, alpha, replicate, result, time.perf_counter() - start)
-                    if on_point is not None:
-                        on_point(name)
-            bar.update()
-            return True
+        def compute(points, blocking):
+            """Compute the points not done yet whose lock this run takes (waiting for it when
+            `blocking`), executor.capacity at a time, each saved under its lock as it finishes;
+            returns the points locked by another run."""
+            queue, busy, running = list(points), [], {}
+            with contextlib.ExitStack() as held:  # on the way out, even on an interrupt: the points in
+                held.callback(executor.cancel, running)  # flight are dropped, every lock taken is released
+                while queue or running:
+                    while queue and len(running) < executor.capacity:
+                        alpha, replicate = point = queue.pop(0)
+                        name = point_name(alpha, replicate)
+                        lock = held.enter_context(contextlib.ExitStack())
+                        if not lock.enter_context(_flock(folder / ".locks" / f"{name}.lock", blocking=blocking)):
+                            lock.close()
+                            busy.append(point)
+                        elif _is_done(folder, alpha, replicate):  # another run finished it meanwhile
+                            lock.close()
+                            bar.update()
+                        else:
+                            bar.set_postfix_str(name)
+                            running[executor.submit(name, _timed_compute, config, alpha, replicate)] = point, lock
+                    if running:
+                        future = executor.first_done(running)
+                        (alpha, replicate), lock = running.pop(future)
+                        with lock:
+                            _commit(folder, config, alpha, replicate, *future.result())
+                            if on_point is not None:
+                                on_point(point_name(alpha, replicate))
+                        bar.update()
+            return busy
 
-        busy = [point for point in todo if not attempt(*point, blocking=False)]
-        for point in busy:  # computed by another run right now: wait for it
-            attempt(*point, blocking=True)
+        compute(compute(todo, blocking=False), blocking=True)  # then wait for the points other runs held
     return load_sweep(folder)
 
 
