@@ -39,9 +39,24 @@ def available(kind):
         cls = getattr(denoisers, name)
         if (name not in _ABSTRACT and inspect.isclass(cls) and issubclass(cls, base) and cls is not base
                 and all(getattr(cls, m) is not getattr(base, m) for m in PROTOCOL[kind])
-                and cls.k == 1 and getattr(cls, "tokens", 1) == 1):
+                and cls.k == 1 and getattr(cls, "tokens", 1) == 1 and _scalar_constructor(cls)):
             found[_kebab(name)] = cls
     return found
+
+
+def _scalar_constructor(cls):
+    """The constructor builds a k = L = 1 denoiser by default: every structural parameter (k, tokens)
+    defaults to 1 and every other one to a number, a list of numbers, None or nothing (required)."""
+    def numeric(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    for p in inspect.signature(cls).parameters.values():
+        if p.name in _STRUCTURAL:
+            if p.default != 1:
+                return False
+        elif not (p.default is inspect.Parameter.empty or p.default is None or numeric(p.default)
+                  or (isinstance(p.default, (list, tuple)) and all(map(numeric, p.default)))):
+            return False
+    return True
 
 
 def _check_kind(kind):
@@ -50,10 +65,19 @@ def _check_kind(kind):
     return kind
 
 
+#: constructor parameters a spec does not set: the shape (specs name k = L = 1 denoisers only)
+_STRUCTURAL = {"k", "tokens"}
+
+
 def _parameters(cls):
-    """The constructor's parameters: [(name, default or inspect.Parameter.empty)]."""
+    """The constructor's numeric parameters: [(name, default or inspect.Parameter.empty)].
+
+    Left out: the shape parameters (`_STRUCTURAL`) and those defaulting to None (options such as
+    a k x k covariance that a spec of a k = 1 denoiser cannot hold).
+    """
     return [(p.name, p.default) for p in inspect.signature(cls).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _STRUCTURAL
+            and p.default is not None]
 
 
 def _format(value):
