@@ -42,7 +42,10 @@ def initial_state(prior, d, init_overlap, truth, xp, dtype, device, seed):
     With mu = E[w], Sigma = Cov(w) = L L^T and xi ~ N(0, I_k) per row:
         What^0 = mu + eps (W* - mu) + sqrt(eps (1 - eps)) xi L^T,   Chat^0 = (1 - eps) Sigma,
     so that m^0 = q^0 = mu mu^T + eps Sigma (the Nishimori initialisation the state
-    evolution starts from). Without a truth, What^0 = mu + sqrt(eps) xi L^T.
+    evolution starts from). With a truth, xi L^T is projected orthogonally to the columns of
+    W* - mu, so that m^0 is exactly the start the SE assumes, not that start plus an O(1/sqrt(d))
+    random overlap which unstable directions (hidden units about to specialise) would amplify.
+    Without a truth, What^0 = mu + sqrt(eps) xi L^T.
     """
     mu = prior.mean()
     cov = prior.second_moment() - np.outer(mu, mu)
@@ -53,7 +56,9 @@ def initial_state(prior, d, init_overlap, truth, xp, dtype, device, seed):
     if truth is None:
         W0 = const(mu) + math.sqrt(init_overlap) * xi
     else:
-        W0 = const(mu) + init_overlap * (truth - const(mu)) + math.sqrt(init_overlap * (1 - init_overlap)) * xi
+        dev = truth - const(mu)
+        xi = xi - dev @ xp.linalg.solve(dev.T @ dev, dev.T @ xi)
+        W0 = const(mu) + init_overlap * dev + math.sqrt(init_overlap * (1 - init_overlap)) * xi
     return W0, const((1.0 - init_overlap) * cov)
 
 
@@ -79,13 +84,37 @@ def output_sweep(X, y, What, g_prev, V, channel, block_rows):
     for r0 in range(0, n, block_rows):
         r1 = min(n, r0 + block_rows)
         Xb = xp.reshape(X[r0:r1], ((r1 - r0) * L, d))
-        Omega = xp.reshape(Xb @ What, (r1 - r0, L, k)) / sqrt_d - g_prev[r0:r1] @ V
+        Omega = xp.reshape(_block_times(Xb, What), (r1 - r0, L, k)) / sqrt_d - g_prev[r0:r1] @ V
         g, dg = channel.g_out(y[r0:r1], Omega, V)
         for l in range(L):
             dg_sum = dg_sum + xp.sum(dg[:, l, :, l, :], axis=0)
-        XtG = XtG + Xb.T @ xp.reshape(g, ((r1 - r0) * L, k))
+        XtG = XtG + _block_transposed_times(Xb, xp.reshape(g, ((r1 - r0) * L, k)))
         g_all[r0:r1] = g
     return g_all, dg_sum, XtG
+
+
+#: for NumPy blocks with 1 < k <= this, products with X go column by column (see _block_times)
+COLUMNWISE_K = 8
+
+
+def _columnwise(Xb, k):
+    return isinstance(Xb, np.ndarray) and 1 < k <= COLUMNWISE_K
+
+
+def _block_times(Xb, W):
+    """Xb @ W (rows, k). For a NumPy block and small k, one matrix-vector product per column: OpenBLAS's
+    matrix-vector kernel streams the cached block about twice as fast as its gemm with k = 2 columns
+    (benchmarks/multi_index.py)."""
+    if _columnwise(Xb, W.shape[1]):
+        return np.stack([Xb @ W[:, a] for a in range(W.shape[1])], axis=1)
+    return Xb @ W
+
+
+def _block_transposed_times(Xb, G):
+    """Xb^T @ G (d, k), column by column like `_block_times`."""
+    if _columnwise(Xb, G.shape[1]):
+        return np.stack([G[:, a] @ Xb for a in range(G.shape[1])], axis=1)
+    return Xb.T @ G
 
 
 def _fused_kernel(X3, prior, channel, fused):

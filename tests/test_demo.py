@@ -27,3 +27,23 @@ def test_bayes_optimal_demo_writes_its_figures(tmp_path):
     names = {p.name for p in tmp_path.glob("*.png")}
     assert names == {"perceptron_gaussian.png", "perceptron_rademacher.png", "phase_retrieval.png",
                      "compressed_sensing_phase_diagram.png"}
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, DEMO.parent / f"{name}.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, argv", [
+    ("committee_demo", ["--alphas", "1.0,3.0", "--d", "300", "--seeds", "1", "--iterations", "40"]),
+    ("multi_index_demo", ["--d", "300", "--seeds", "1", "--iterations", "5"]),
+    ("attention_demo", ["--d", "200", "--seeds", "1", "--iterations", "3", "--nodes", "8"]),
+])
+def test_multi_index_demos_print_and_write_png(tmp_path, capsys, name, argv):
+    out = tmp_path / f"{name}.png"
+    _load(name).main(argv + ["--out", str(out)])
+    assert "wrote" in capsys.readouterr().out
+    assert out.read_bytes()[:4] == b"\x89PNG"
