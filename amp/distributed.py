@@ -24,7 +24,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from amp.gamp import _fused_kernel, output_sweep as numpy_sweep
+from amp.gamp import _fused_kernel, local_sweep
 from amp.instances import chunk_seeds, draw_rows
 from amp.validation import check_finite_array
 
@@ -53,11 +53,7 @@ def prepare(X, **small):
 def _chunk_sweep(Xc, yc, g_prev_c, shared, block_rows, fused):
     """`amp.gamp`'s pass over one row chunk Xc (n_c, L, d): (g_c, dg_c, X_c^T g_c)."""
     What, V, prior, channel = shared
-    kernel = _fused_kernel(Xc, prior, channel, fused)
-    if kernel is None:
-        return numpy_sweep(Xc, yc, What, g_prev_c, V, channel, block_rows)
-    from amp.fused import output_sweep as fused_sweep
-    return fused_sweep(Xc, yc, What, g_prev_c, V, kernel)
+    return local_sweep(Xc, yc, What, g_prev_c, V, channel, block_rows, _fused_kernel(Xc, prior, channel, fused))
 
 
 def _ordered_sum(parts):

@@ -117,6 +117,15 @@ def _block_transposed_times(Xb, G):
     return Xb.T @ G
 
 
+def local_sweep(X, y, What, g_prev, V, channel, block_rows, kernel):
+    """The pass over an in-memory X (n, L, d): the fused numba sweep of `amp.fused` with the channel's
+    `kernel` (from `_fused_kernel`), or the row blocks of `output_sweep` when kernel is None."""
+    if kernel is None:
+        return output_sweep(X, y, What, g_prev, V, channel, block_rows)
+    from amp.fused import output_sweep as fused_sweep  # numba: compiled once, then cached
+    return fused_sweep(X, y, What, g_prev, V, kernel)
+
+
 def _fused_kernel(X3, prior, channel, fused):
     """The channel's (kernel, params) when the fused sweep of `amp.fused` applies, else None.
 
@@ -201,8 +210,6 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
         truth = xp.astype(truth, dtype, copy=False)
     rows = _block_rows(n, L, d, X.dtype.itemsize, block_rows)
     kernel = None if dask_X else _fused_kernel(X3, prior, channel, fused)
-    if kernel is not None:
-        from amp.fused import output_sweep as fused_sweep  # numba: compiled once, then cached
     rho = prior.second_moment()
     blowup = DIVERGENCE_FACTOR * (1.0 + math.sqrt(np.trace(rho) / k))
     variance_floor = EXACT_RECOVERY_FRACTION * max(np.trace(rho - np.outer(prior.mean(), prior.mean())) / k, 1e-300)
@@ -218,10 +225,8 @@ def gamp(X, y, prior, channel, truth=None, max_iter=100, tol=1e-8, damping=1.0, 
     for t in range(max_iter):
         if dask_X:
             g, dg_sum, XtG = distributed.output_sweep(X3, y, W, g_prev, C, prior, channel, rows, fused)
-        elif kernel is None:
-            g, dg_sum, XtG = output_sweep(X3, y, W, g_prev, C, channel, rows)
         else:
-            g, dg_sum, XtG = fused_sweep(X3, y, W, g_prev, C, kernel)
+            g, dg_sum, XtG = local_sweep(X3, y, W, g_prev, C, channel, rows, kernel)
         A = -(dg_sum + dg_sum.T) / (2 * d)  # symmetric up to rounding; f_in relies on it
         B = XtG / math.sqrt(d) + W @ A
         W_f, C_f = prior.f_in(B, A)

@@ -71,3 +71,11 @@ def _figure(ax):
         return ax.figure, ax
     import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
     return plt.subplots(figsize=(6, 4))
+
+
+def save_figure(fig, path):
+    """Lay out `fig`, write it to `path` (parent folders made) and say so on stdout."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")

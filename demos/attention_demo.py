@@ -15,6 +15,7 @@ import numpy as np
 import amp
 import denoisers as dn
 import state_evolution as se
+from amp.plots import save_figure
 from state_evolution.gaussian import GaussianRule
 
 matplotlib.use("Agg")
@@ -54,10 +55,7 @@ def main(argv=None):
     ax.set_xlabel("iteration")
     ax.set_ylabel("overlap with the teacher direction")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

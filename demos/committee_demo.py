@@ -18,6 +18,7 @@ import numpy as np
 import amp
 import denoisers as dn
 import state_evolution as se
+from amp.plots import save_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -68,10 +69,7 @@ def main(argv=None):
     ax.set_xlabel(r"$\alpha = n / d$")
     ax.set_title("committee machine k = 2: specialisation of the hidden units")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

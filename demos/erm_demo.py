@@ -16,6 +16,7 @@ import numpy as np
 import amp
 import denoisers as dn
 import state_evolution as se
+from amp.plots import save_figure
 
 LOSSES = {"ridge": dn.Square(), "logistic": dn.Logistic(), "hinge": dn.Hinge()}
 
@@ -63,10 +64,7 @@ def main(argv=None):
     ax.set_ylabel("test error")
     ax.set_title("sign perceptron, Gaussian prior: ERM vs Bayes")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

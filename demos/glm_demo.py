@@ -12,7 +12,7 @@ import numpy as np
 import amp
 import denoisers as dn
 import state_evolution as se
-from amp.plots import amp_vs_se
+from amp.plots import amp_vs_se, save_figure
 
 PRIORS = {"gaussian": dn.Gaussian, "rademacher": dn.Rademacher, "sparse": lambda: dn.BernoulliGauss(0.3)}
 CHANNELS = {"sign": dn.Sign, "relu": dn.ReLU, "abs": dn.Abs, "linear": lambda: dn.Linear(1e-3),
@@ -49,9 +49,7 @@ def main(argv=None):
         print(f"{t:>3} {mse[:, t].mean():>10.5f} {spread:>8.5f} {curve['mse'][t]:>10.5f}")
 
     fig = amp_vs_se(histories, curve, label=f"{args.prior} prior, {args.channel} channel, alpha = {args.alpha}, d = {args.d}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import numpy as np
 import amp
 import denoisers as dn
 import state_evolution as se
+from amp.plots import save_figure
 from state_evolution.gamp import q_hat_matrix
 
 matplotlib.use("Agg")
@@ -71,10 +72,7 @@ def main(argv=None):
         ax.set_xlabel("iteration")
     axes[0].set_ylabel(r"overlap tr$(q)/2$")
     axes[0].legend()
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

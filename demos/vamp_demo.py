@@ -15,7 +15,7 @@ import numpy as np
 import amp
 import denoisers as dn
 import state_evolution as se
-from amp.plots import amp_vs_se
+from amp.plots import amp_vs_se, save_figure
 
 CHANNELS = {"linear": lambda: dn.Linear(1e-3), "sign": dn.Sign, "relu": dn.ReLU}
 PRIORS = {"sparse": lambda: dn.BernoulliGauss(0.3), "gaussian": dn.Gaussian}
@@ -58,9 +58,7 @@ def main(argv=None):
 
     fig = amp_vs_se(histories, curve, label=f"VAMP, {args.prior} prior, {args.channel} channel, "
                                             f"kappa = {args.condition_number:g}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
+    save_figure(fig, args.out)
 
 
 if __name__ == "__main__":

@@ -136,13 +136,17 @@ class TwoLayerAttention(OutputDenoiser):
 
         y : (n, 2, 2) labels; Omega : (n, 2, 2); V : (2, 2).
         """
-        _, mean, cov = self._posterior(y, Omega, V)
-        xp, n = namespace(Omega), Omega.shape[0]
-        return g_from_moments(xp.reshape(mean, (n, 2, 2)), xp.reshape(cov, (n, 2, 2, 2, 2)), Omega, V)
+        return self.posterior(y, Omega, V)[1:]
 
     def log_z_out(self, y, Omega, V):
         """log Z_out (n,): the log density of (a, b); of h1 - h2 at 0 for uniform labels (class doc)."""
         return self._posterior(y, Omega, V)[0]
+
+    def posterior(self, y, Omega, V):
+        """log Z_out, g and dg from one pass of the rule."""
+        log_z, mean, cov = self._posterior(y, Omega, V)
+        xp, n = namespace(Omega), Omega.shape[0]
+        return (log_z, *g_from_moments(xp.reshape(mean, (n, 2, 2)), xp.reshape(cov, (n, 2, 2, 2, 2)), Omega, V))
 
     def _posterior(self, y, Omega, V):
         """log Z_out (n,), E[Z | y] (n, 4), Cov[Z | y] (n, 4, 4) (Z flattened row-major), in chunks of samples."""
@@ -150,7 +154,7 @@ class TwoLayerAttention(OutputDenoiser):
             raise ValueError(f"Omega must have shape (n, 2, 2), got {tuple(Omega.shape)}")
         if tuple(y.shape) != tuple(Omega.shape):
             raise ValueError(f"y must have shape (n, 2, 2) = {tuple(Omega.shape)}, got {tuple(y.shape)}")
-        law = column_law(checked_covariance(V, 2, Omega)[0])
+        law = column_law(checked_covariance(V, 2, Omega)[2])
         per_sample = 64 * self.nodes ** 2  # the (2 branches, 2 components, M nodes, 4, 4) covariance terms
         return chunked(partial(self._moments, law), per_sample, y, Omega)
 

@@ -93,6 +93,13 @@ class OutputDenoiser:
         """log Z_out(y, Omega, V), shape (n,)."""
         raise NotImplementedError
 
+    def posterior(self, y, Omega, V):
+        """log Z_out (n,), g (n, L, k) and dg (n, L, k, L, k) at once (the state evolution needs all
+        three). This default calls `log_z_out` and `g_out`; a denoiser that computes them in one
+        pass over its nodes returns them from that pass instead."""
+        g, dg = self.g_out(y, Omega, V)
+        return self.log_z_out(y, Omega, V), g, dg
+
     def scalar_kernel(self):
         """A numba kernel of one sample for the fused GAMP sweep (`amp.fused`), or None (the default).
 

@@ -58,6 +58,11 @@ class ScalarChannel(OutputDenoiser):
         """log Z_out (n,) for y (n,), Omega (n, 1, 1), V (1, 1)."""
         return self._posterior(y, Omega[:, 0, 0], V[0, 0])[0]
 
+    def posterior(self, y, Omega, V):
+        """log Z_out (n,), g (n, 1, 1), dg (n, 1, 1, 1, 1) from one `_posterior`."""
+        log_z, g, dg = self._posterior(y, Omega[:, 0, 0], V[0, 0])
+        return log_z, g[:, None, None], dg[:, None, None, None, None]
+
     def sample(self, Z, rng):
         """y = f(z) + sqrt(noise_var) eta, shape (n,), for Z (n, 1, 1)."""
         z = Z[:, 0, 0]

@@ -180,14 +180,15 @@ def sign_committee_2(y, Omega, V, nodes=BVN_NODES):
     """Closed form of y = sign(sign z1 + sign z2): log Z_out = log P(y) (n,), g (n, 1, 2) and dg (n, 1, 2, 1, 2),
     for y (n,) in {-1, 0, 1} (other labels: -inf and the prior's g = dg = 0), Omega (n, 1, 2), V (2, 2);
     `nodes` those of `log_bvn_cdf` in the tails. Derivatives as in the module doc, in log domain."""
-    return _sign_committee_2(y, Omega, checked_covariance(V, 2, Omega)[0], nodes)
+    V, _, host = checked_covariance(V, 2, Omega)
+    return _sign_committee_2(y, Omega, V, host, nodes)
 
 
-def _sign_committee_2(y, Omega, V, nodes):
-    """`sign_committee_2` for a checked V (2, 2) of Omega's dtype and device."""
+def _sign_committee_2(y, Omega, V, host, nodes):
+    """`sign_committee_2` for a checked V (2, 2) of Omega's dtype and device, and its host copy."""
     xp = namespace(Omega)
     sigma = xp.sqrt(xp.stack([V[0, 0], V[1, 1]]))
-    r = float(V[0, 1] / (sigma[0] * sigma[1]))
+    r = float(host[0, 1] / math.sqrt(host[0, 0] * host[1, 1]))
     y = xp.astype(y, Omega.dtype)
     known = (y == 1.0) | (y == -1.0) | (y == 0.0)
     y = xp.where(known, y, 1.0)
@@ -279,8 +280,8 @@ class Committee(Quadrature):
     def _posterior(self, y, Omega, V, nodes):
         if not self.closed_form:
             return super()._posterior(y, Omega, V, nodes)
-        V, _ = self._checked(y, Omega, V)
-        return chunked(lambda y, Omega: _sign_committee_2(y, Omega, V, nodes), 4 * nodes, y, Omega)
+        V, _, host = self._checked(y, Omega, V)
+        return chunked(lambda y, Omega: _sign_committee_2(y, Omega, V, host, nodes), 4 * nodes, y, Omega)
 
 
 def _activation(activation):

@@ -121,6 +121,10 @@ class Quadrature(OutputDenoiser):
         """log Z_out (n,); for a finite label set the probability log P(y | Omega, V)."""
         return self._posterior(y, Omega, V, self.nodes)[0]
 
+    def posterior(self, y, Omega, V):
+        """log Z_out, g and dg from one pass of the rule."""
+        return self._posterior(y, Omega, V, self.nodes)
+
     def error_estimate(self, y, Omega, V):
         """Max absolute differences {"log_z", "g", "dg"} between the rule with `nodes` and a finer one
         (about 1.5 nodes; for the line rule also a 1.5 times finer scan)."""
@@ -169,7 +173,7 @@ class Quadrature(OutputDenoiser):
 
     def _posterior(self, y, Omega, V, nodes):
         """log Z_out (n,), g (n, L, k), dg (n, L, k, L, k) with the rule at `nodes`, chunked over samples."""
-        V, C = self._checked(y, Omega, V)
+        V, C, _ = self._checked(y, Omega, V)
         L, k = self.tokens, self.k
         if self._uses_lines():
             rule = _LineRule(self._indicator, C, L, k, nodes)
@@ -183,7 +187,7 @@ class Quadrature(OutputDenoiser):
                 xp.where(reached[:, None, None, None, None], dg, 0.0))
 
     def _checked(self, y, Omega, V):
-        """V as a symmetric (k, k) array of Omega's dtype and device, and C = chol V; shapes checked."""
+        """`checked_covariance` of V (device V, its Cholesky factor, host V) after the shapes of y, Omega."""
         if Omega.ndim != 3 or tuple(Omega.shape[1:]) != (self.tokens, self.k):
             raise ValueError(f"Omega must have shape (n, L, k) = (n, {self.tokens}, {self.k}), "
                              f"got {tuple(Omega.shape)}")
@@ -211,22 +215,26 @@ class Quadrature(OutputDenoiser):
 
 
 def checked_covariance(V, k, like):
-    """V (k, k) as a symmetric array of `like`'s dtype and device, and its Cholesky factor C (V = C C^T).
+    """V (k, k) as a symmetric array of `like`'s dtype and device, its Cholesky factor C (V = C C^T)
+    there, and V as a float64 NumPy array (for the denoisers' scalar constants).
 
-    ValueError unless V is finite, symmetric (to 1e-10 relative) and positive definite.
+    ValueError unless V is finite, symmetric (to 1e-10 relative) and positive definite. V crosses to
+    the host once: the checks and the factor are made there (k x k numbers), not by several device
+    reductions and syncs per call.
     """
     xp = namespace(like)
-    V = xp.asarray(V, dtype=like.dtype, device=aac.device(like))
     if tuple(V.shape) != (k, k):
         raise ValueError(f"V must have shape (k, k) = ({k}, {k}), got {tuple(V.shape)}")
-    if not bool(xp.all(xp.isfinite(V))):
+    host = np.asarray(to_numpy(V), dtype=np.float64)
+    if not np.all(np.isfinite(host)):
         raise ValueError("V must be finite")
-    if float(xp.max(xp.abs(V - V.T))) > 1e-10 * float(xp.max(xp.abs(V))):
+    if np.max(np.abs(host - host.T)) > 1e-10 * np.max(np.abs(host)):
         raise ValueError("V must be symmetric")
-    V = 0.5 * (V + V.T)
-    if not float(xp.min(xp.linalg.eigvalsh(V))) > 0.0:
+    host = 0.5 * (host + host.T)
+    if not np.linalg.eigvalsh(host)[0] > 0.0:
         raise ValueError("V must be positive definite")
-    return V, xp.linalg.cholesky(V)
+    const = lambda a: xp.asarray(a, dtype=like.dtype, device=aac.device(like))  # noqa: E731
+    return const(host), const(np.linalg.cholesky(host)), host
 
 
 def chunked(fn, per_sample, *arrays):

@@ -68,6 +68,10 @@ class ProductChannel(OutputDenoiser):
         """log Z_out (n,): the log density of y given Omega, V."""
         return self._posterior(y, Omega, V)[0]
 
+    def posterior(self, y, Omega, V):
+        """log Z_out, g and dg from one pass of the panel rule."""
+        return self._posterior(y, Omega, V)
+
     def sample(self, Z, rng):
         """y = z1 z2 + sqrt(noise_var) eta, shape (n,), for Z (n, 1, 2)."""
         y = Z[:, 0, 0] * Z[:, 0, 1]
@@ -94,7 +98,7 @@ class ProductChannel(OutputDenoiser):
             raise ValueError(f"Omega must have shape (n, 1, 2), got {tuple(Omega.shape)}")
         if tuple(y.shape) != (Omega.shape[0],):
             raise ValueError(f"y must have shape (n,) = ({Omega.shape[0]},), got {tuple(y.shape)}")
-        V, _ = checked_covariance(V, 2, Omega)
+        V = checked_covariance(V, 2, Omega)[2]
         xp = namespace(Omega)
         log_z, shift, cov = chunked(lambda y, Omega: self._moments(y, Omega, V), 4 * _max_edges() * PANEL_NODES,
                                     xp.astype(y, Omega.dtype), Omega)

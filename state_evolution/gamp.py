@@ -71,8 +71,8 @@ def q_hat_matrix(channel, alpha, q, rho, rule=GaussianRule()):
             total = 0.0
             for label in channel.labels:
                 y = np.full(Omega.shape[0], float(label))
-                p = np.exp(channel.log_z_out(y, Omega, V))
-                gg = outer(channel.g_out(y, Omega, V)[0])
+                log_p, g, _ = channel.posterior(y, Omega, V)
+                p, gg = np.exp(log_p), outer(g)
                 total = total + np.where(p[:, None, None] > 0.0, p[:, None, None] * gg, 0.0)
             return total
         value, error = gaussian_expectation(fn, D, rule)

@@ -4,10 +4,13 @@ NumPy and PyTorch (CPU) always; CuPy when it and a CUDA device are present (mark
 PyTorch fails loudly when NumPy is called on its tensors, which is what proves genericity.
 """
 import importlib.util
+import pathlib
 
 import pytest
 
 from amp.backend import backend_namespace
+
+DEMOS = pathlib.Path(__file__).parents[1] / "demos"
 
 
 def _cupy_usable():
@@ -54,3 +57,14 @@ def single_threaded_blas():
         return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+@pytest.fixture
+def load_demo():
+    """load_demo(name) -> the module demos/<name>.py (its main(argv) runs the demo)."""
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, DEMOS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -1,16 +1,9 @@
-"""The README's main demo runs end to end and writes its PNG."""
-import importlib.util
-import pathlib
-
+"""The demos run end to end and write their PNGs (the README's main one in the default run)."""
 import pytest
 
-DEMO = pathlib.Path(__file__).parents[1] / "demos" / "glm_demo.py"
 
-
-def test_glm_demo_prints_table_and_writes_png(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("glm_demo", DEMO)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+def test_glm_demo_prints_table_and_writes_png(tmp_path, capsys, load_demo):
+    demo = load_demo("glm_demo")
     out = tmp_path / "demo.png"
     demo.main(["--d", "300", "--seeds", "2", "--iterations", "4", "--out", str(out)])
     text = capsys.readouterr().out
@@ -19,21 +12,12 @@ def test_glm_demo_prints_table_and_writes_png(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bayes_optimal_demo_writes_its_figures(tmp_path):
-    spec = importlib.util.spec_from_file_location("bo_demo", DEMO.parent / "bayes_optimal_curves.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+def test_bayes_optimal_demo_writes_its_figures(tmp_path, load_demo):
+    demo = load_demo("bayes_optimal_curves")
     demo.main(["--out", str(tmp_path), "--d", "300", "--seeds", "1"])
     names = {p.name for p in tmp_path.glob("*.png")}
     assert names == {"perceptron_gaussian.png", "perceptron_rademacher.png", "phase_retrieval.png",
                      "compressed_sensing_phase_diagram.png"}
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, DEMO.parent / f"{name}.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    return demo
 
 
 @pytest.mark.slow
@@ -42,8 +26,8 @@ def _load(name):
     ("multi_index_demo", ["--d", "300", "--seeds", "1", "--iterations", "5"]),
     ("attention_demo", ["--d", "200", "--seeds", "1", "--iterations", "3", "--nodes", "8"]),
 ])
-def test_multi_index_demos_print_and_write_png(tmp_path, capsys, name, argv):
+def test_multi_index_demos_print_and_write_png(tmp_path, capsys, load_demo, name, argv):
     out = tmp_path / f"{name}.png"
-    _load(name).main(argv + ["--out", str(out)])
+    load_demo(name).main(argv + ["--out", str(out)])
     assert "wrote" in capsys.readouterr().out
     assert out.read_bytes()[:4] == b"\x89PNG"

@@ -322,13 +322,8 @@ def test_se_predicts_gamp_fixed_point_overlaps(case):
 
 
 @pytest.mark.slow
-def test_erm_demo_prints_table_and_writes_png(tmp_path, capsys):
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).parents[1] / "demos" / "erm_demo.py"
-    spec = importlib.util.spec_from_file_location("erm_demo", path)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+def test_erm_demo_prints_table_and_writes_png(tmp_path, capsys, load_demo):
+    demo = load_demo("erm_demo")
     out = tmp_path / "erm.png"
     demo.main(["--alphas", "2", "--lams", "3", "--d", "200", "--out", str(out)])
     text = capsys.readouterr().out

@@ -13,9 +13,7 @@ inside the true spread), 1% for the S = 6 used here, 0.1% for the S = 16 of the 
 The seeds are fixed, so the tests are deterministic. An SE that is off by a few per cent of the
 observable fails.
 """
-import importlib.util
 import math
-import pathlib
 
 import numpy as np
 import pytest
@@ -516,11 +514,8 @@ def test_sparse_rademacher_prior_is_the_three_atom_mixture_with_unit_second_mome
 
 # ------------------------------------------------------------------ demo
 
-def test_lowrank_demo_prints_table_and_writes_png(tmp_path, capsys):
-    path = pathlib.Path(__file__).parents[1] / "demos" / "lowrank_demo.py"
-    spec = importlib.util.spec_from_file_location("lowrank_demo", path)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+def test_lowrank_demo_prints_table_and_writes_png(tmp_path, capsys, load_demo):
+    demo = load_demo("lowrank_demo")
     out = tmp_path / "lowrank.png"
     demo.main(["--n", "300", "--seeds", "2", "--iterations", "4", "--out", str(out)])
     text = capsys.readouterr().out

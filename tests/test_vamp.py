@@ -8,9 +8,7 @@ run fluctuates by O(1/sqrt(d)), its mean over S seeds by s_t / sqrt(S); 1/d boun
 of the mean). A correct SE exceeds it with probability P(|t_{S-1}| > 4) per iteration: 1% for the
 S = 6 used here, 0.1% for the S = 16 of the slow versions; the seeds are fixed.
 """
-import importlib.util
 import math
-import pathlib
 import warnings
 
 import numpy as np
@@ -298,11 +296,8 @@ def test_vamp_divergence_is_detected_and_reported():
 
 # ------------------------------------------------------------------ demo
 
-def test_vamp_demo_prints_table_and_writes_png(tmp_path, capsys):
-    path = pathlib.Path(__file__).parents[1] / "demos" / "vamp_demo.py"
-    spec = importlib.util.spec_from_file_location("vamp_demo", path)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+def test_vamp_demo_prints_table_and_writes_png(tmp_path, capsys, load_demo):
+    demo = load_demo("vamp_demo")
     out = tmp_path / "vamp.png"
     demo.main(["--d", "300", "--seeds", "2", "--iterations", "4", "--out", str(out)])
     text = capsys.readouterr().out
